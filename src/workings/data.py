@@ -1,0 +1,286 @@
+"""Source datasets and their conversion to :class:`Example` rows.
+
+Each source has a converter ``row -> Example`` for the schema its publisher
+documents. A row that cannot be used raises :class:`Unusable` with a short
+``reason`` (counted per source by the mix builder) and a human ``detail``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workings.answers import NoGoldAnswer, equivalent, gsm8k_gold, last_boxed, strip_calculator_notes
+from workings.format import contains_tag
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training or evaluation problem, independent of its source's schema."""
+
+    id: str
+    source: str
+    question: str
+    reasoning: str
+    answer: str
+    graded: bool = True  # False for free-text answers that cannot be checked automatically
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Unusable(ValueError):
+    """A source row that cannot become an :class:`Example`."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class DataUnavailable(RuntimeError):
+    """A dataset could not be loaded (no network, wrong path, bad file)."""
+
+
+def example_id(source: str, question: str, reasoning: str = "") -> str:
+    """A stable id from the source and the text, so ids survive reshuffles and reruns."""
+    digest = hashlib.sha1(f"{source}\0{question}\0{reasoning}".encode()).hexdigest()[:16]
+    return f"{source}-{digest}"
+
+
+def _field(row: Mapping[str, Any], name: str) -> str:
+    if name not in row:
+        raise Unusable("missing_field", f"no field {name!r} (fields: {sorted(row)})")
+    value = row[name]
+    if not isinstance(value, str):
+        raise Unusable("bad_field", f"field {name!r} is {type(value).__name__}, not str")
+    if not value.strip():
+        raise Unusable("empty_field", f"field {name!r} is empty")
+    return value.strip()
+
+
+def _example(source: str, question: str, reasoning: str, answer: str, **kwargs: Any) -> Example:
+    question, reasoning, answer = question.strip(), reasoning.strip(), answer.strip()
+    for name, value in (("question", question), ("reasoning", reasoning), ("answer", answer)):
+        if not value:
+            raise Unusable(f"empty_{name}")
+        if contains_tag(value):
+            raise Unusable("contains_format_tag", f"{name} contains a <reasoning>/<answer> tag")
+    return Example(example_id(source, question, reasoning), source, question, reasoning, answer, **kwargs)
+
+
+# --- GSM8K -------------------------------------------------------------------------------------
+
+
+def convert_gsm8k(row: Mapping[str, Any]) -> Example:
+    """``openai/gsm8k`` (main): ``question``; ``answer`` = worked solution + ``#### N``."""
+    question, solution = _field(row, "question"), _field(row, "answer")
+    try:
+        gold = gsm8k_gold(solution)
+    except NoGoldAnswer as err:
+        raise Unusable("no_final_answer", str(err)) from None
+    reasoning = strip_calculator_notes(solution.rsplit("####", 1)[0])
+    return _example("gsm8k", question, reasoning, gold)
+
+
+# --- OpenThoughts and Bespoke-Stratos (DeepSeek-R1 traces) ------------------------------------
+
+_THOUGHT = re.compile(r"<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>", re.DOTALL)
+_SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)<\|end_of_solution\|>", re.DOTALL)
+_BOXED_PREFIX = re.compile(r"^\s*Return your final response within \\boxed\{\}\.\s*")
+
+
+def _split_r1_trace(text: str) -> tuple[str, str]:
+    thought, solution = _THOUGHT.search(text), _SOLUTION.search(text)
+    if thought is None or solution is None:
+        raise Unusable("no_thought_or_solution_markers", "assistant text lacks begin/end of thought/solution")
+    return thought.group(1).strip(), solution.group(1).strip()
+
+
+def _conversation(row: Mapping[str, Any]) -> tuple[str, str]:
+    turns = row.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise Unusable("missing_field", "no 'conversations' list")
+    user = [t.get("value", "") for t in turns if isinstance(t, Mapping) and t.get("from") == "user"]
+    assistant = [t.get("value", "") for t in turns if isinstance(t, Mapping) and t.get("from") == "assistant"]
+    if len(user) != 1 or len(assistant) != 1:
+        raise Unusable("not_single_turn", f"{len(user)} user and {len(assistant)} assistant turns")
+    return user[0], assistant[0]
+
+
+_CHOICE = re.compile(r"^\s*(?:\\text(?:bf)?\{\s*)?\(?\s*([A-E])\s*\)?\s*\}?\s*$")
+_OPTION_MARK = re.compile(r"(?:\\(?:textbf|text|mathrm)\s*\{\s*)?\(\s*([A-E])\s*\)\s*\}?")
+
+
+def multiple_choice_options(question: str) -> dict[str, str]:
+    """Options of a question written ``(A) …(B) …`` (plain or AMC ``\\textbf{(A) }…``), letter -> text."""
+    marks = list(_OPTION_MARK.finditer(question))
+    options: dict[str, str] = {}
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(question)
+        text = question[mark.end() : end]
+        text = re.sub(r"\\qquad|\\quad|\\ |\$|\\textbf\{\s*\}", " ", text)
+        text = re.sub(r"\s+", " ", text).strip().strip("}").strip().rstrip(",;").strip()
+        if text:
+            options[mark.group(1)] = text
+    letters = list(options)
+    return options if letters and letters == [chr(ord("A") + i) for i in range(len(letters))] else {}
+
+
+def _boxed_answer(source: str, question: str, solution: str) -> tuple[str, dict[str, Any]]:
+    boxed = last_boxed(solution)
+    if boxed is None:
+        raise Unusable("no_boxed_answer", "solution has no \\boxed{} answer")
+    choice = _CHOICE.match(boxed)
+    if choice is None:
+        return boxed, {}
+    letter = choice.group(1)
+    options = multiple_choice_options(question)
+    if letter not in options:
+        raise Unusable("choice_without_options", f"boxed letter {letter} but no option text in the question")
+    return f"({letter}) {options[letter]}", {"choice": letter}
+
+
+def convert_openthoughts(row: Mapping[str, Any], keep_domains: tuple[str, ...] = ("math",)) -> Example:
+    """``open-thoughts/OpenThoughts-114k``: ``metadata`` config, or ``default`` (conversations)."""
+    if "conversations" in row:
+        question, assistant = _conversation(row)
+        thought, solution = _split_r1_trace(assistant)
+        answer, meta = _boxed_answer("openthoughts", question, solution)
+        return _example("openthoughts", question, thought, answer, meta=meta)
+    domain = _field(row, "domain")
+    if domain not in keep_domains:
+        raise Unusable(f"domain_not_kept:{domain}")
+    question = _field(row, "problem")
+    reasoning, solution = _field(row, "deepseek_reasoning"), _field(row, "deepseek_solution")
+    answer, meta = _boxed_answer("openthoughts", question, solution)
+    meta["domain"] = domain
+    truth = row.get("ground_truth_solution")
+    truth_answer = last_boxed(truth) if isinstance(truth, str) else None
+    if truth_answer is not None and "choice" not in meta and not equivalent(answer, truth_answer):
+        meta["disagrees_with_ground_truth"] = True
+        meta["ground_truth_answer"] = truth_answer
+    return _example("openthoughts", question, reasoning, answer, meta=meta)
+
+
+def convert_bespoke_stratos(row: Mapping[str, Any]) -> Example:
+    """``bespokelabs/Bespoke-Stratos-17k``: ``system`` and ``conversations`` only."""
+    question, assistant = _conversation(row)
+    question = _BOXED_PREFIX.sub("", question)
+    thought, solution = _split_r1_trace(assistant)
+    answer, meta = _boxed_answer("bespoke_stratos", question, solution)
+    return _example("bespoke_stratos", question, thought, answer, meta=meta)
+
+
+# --- medical-o1 and MetaMathQA -----------------------------------------------------------------
+
+
+def convert_medical_o1(row: Mapping[str, Any]) -> Example:
+    """``FreedomIntelligence/medical-o1-reasoning-SFT`` (en, en_mix): free-text answers, not graded."""
+    return _example(
+        "medical_o1", _field(row, "Question"), _field(row, "Complex_CoT"), _field(row, "Response"), graded=False
+    )
+
+
+_ANSWER_IS = "The answer is: "
+
+
+def convert_metamath(row: Mapping[str, Any]) -> Example:
+    """``meta-math/MetaMathQA``: answer after the last ``The answer is: ``."""
+    kind, question, response = _field(row, "type"), _field(row, "query"), _field(row, "response")
+    if _ANSWER_IS not in response:
+        raise Unusable("no_final_answer", f"response has no {_ANSWER_IS!r}")
+    body, answer = response.rsplit(_ANSWER_IS, 1)
+    body = re.sub(r"^####.*$", "", strip_calculator_notes(body), flags=re.MULTILINE)
+    if kind.startswith("GSM"):
+        answer = answer.replace(",", "")
+    return _example("metamath", question, body, answer, meta={"type": kind})
+
+
+CONVERTERS: dict[str, Callable[[Mapping[str, Any]], Example]] = {
+    "gsm8k": convert_gsm8k,
+    "openthoughts": convert_openthoughts,
+    "bespoke_stratos": convert_bespoke_stratos,
+    "medical_o1": convert_medical_o1,
+    "metamath": convert_metamath,
+}
+
+
+def convert(source: str, row: Mapping[str, Any], keep_domains: tuple[str, ...] = ("math",)) -> Example:
+    """Convert one row of ``source`` (a key of :data:`CONVERTERS`, or ``synthetic``).
+
+    ``keep_domains`` applies to OpenThoughts' ``metadata`` rows only.
+    """
+    if source not in CONVERTERS and source != "synthetic":
+        raise KeyError(f"unknown source {source!r}; known: {sorted(CONVERTERS) + ['synthetic']}")
+    if not isinstance(row, Mapping):
+        raise Unusable("not_a_mapping", f"row is {type(row).__name__}")
+    if source == "synthetic":
+        return Example(**row)
+    if source == "openthoughts":
+        return convert_openthoughts(row, keep_domains)
+    return CONVERTERS[source](row)
+
+
+# --- Loading -----------------------------------------------------------------------------------
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSON Lines file; a bad line raises :class:`DataUnavailable` naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataUnavailable(f"{path}: no such file")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataUnavailable(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise DataUnavailable(f"{path}, line {number}: a JSON object was expected, got {type(row).__name__}")
+            yield row
+
+
+def load_rows(
+    *,
+    hub_id: str | None = None,
+    config: str | None = None,
+    split: str = "train",
+    revision: str | None = None,
+    path: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of a source: local ``.jsonl``/``.json``/``.parquet`` when ``path`` is given, the Hub otherwise."""
+    if path is not None:
+        path = Path(path)
+        if path.suffix == ".jsonl":
+            return list(read_jsonl(path))
+        if path.suffix in (".json", ".parquet"):
+            import datasets
+
+            try:
+                kind = "json" if path.suffix == ".json" else "parquet"
+                return list(datasets.load_dataset(kind, data_files=str(path), split="train"))
+            except Exception as err:
+                raise DataUnavailable(f"{path}: could not be read as {kind} ({err})") from err
+        raise DataUnavailable(f"{path}: unsupported file type (use .jsonl, .json or .parquet)")
+    if hub_id is None:
+        raise DataUnavailable("a source needs either 'path' or 'hub_id'")
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(hub_id, config, split=split, revision=revision)
+    except Exception as err:
+        raise DataUnavailable(
+            f"could not load {hub_id} (config {config!r}, split {split!r}, revision {revision!r}) "
+            f"from the Hugging Face Hub: {type(err).__name__}: {err}. If this machine is offline, "
+            "download the files elsewhere and set 'path' for this source in the profile."
+        ) from err
+    return list(dataset)

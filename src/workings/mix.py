@@ -1,0 +1,383 @@
+"""The mix builder: many sources in, one clean, decontaminated training set out.
+
+Stages, in order, each counting what it drops per source and why:
+
+1. load and convert every row (:func:`workings.data.convert`);
+2. drop rows flagged as disagreeing with their source's ground truth;
+3. drop exact duplicates (same normalised question, reasoning and answer);
+4. drop rows whose rendered chat is longer than ``max_length`` tokens of the
+   model's tokenizer (dropped, never cut: cutting would cut the answer);
+5. group (near-)identical questions (MinHash over word 3-grams, verified by
+   exact Jaccard) and keep at most ``max_per_question`` rows per group;
+6. set aside ``heldout`` question groups per source for evaluation;
+7. drop training rows whose question overlaps an evaluation question
+   (the profile's eval sets and the held-out split) by normalised n-grams;
+8. cap each source, apply its weight, shuffle deterministically, save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+import tempfile
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from workings.chat import prompt_completion
+from workings.data import Example, Unusable, convert, load_rows
+from workings.profiles import DataConfig, EvalSetSpec, SourceSpec
+from workings.synthetic import generate_synthetic
+
+# --- text normalisation, n-grams and MinHash ----------------------------------------------------
+
+
+def normalise(text: str) -> str:
+    """Lower case, NFKC, punctuation to spaces, whitespace collapsed: the text duplicates are judged on."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"[^\w\s]", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def word_ngrams(text: str, n: int) -> set[str]:
+    """Word n-grams of the normalised text; a text shorter than n words is one n-gram."""
+    words = normalise(text).split()
+    if len(words) <= n:
+        return {" ".join(words)} if words else set()
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+_PRIME = np.uint64((1 << 61) - 1)
+
+
+def _hash32(s: str) -> int:
+    return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=4).digest(), "little")
+
+
+def near_duplicate_pairs(
+    texts: Sequence[str], threshold: float, *, n: int = 3, num_perm: int = 64, bands: int = 16, seed: int = 0
+) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i < j``, whose word ``n``-gram Jaccard similarity is at least ``threshold``.
+
+    MinHash with LSH banding proposes candidates; every candidate is checked with the
+    exact Jaccard similarity, so no pair below the threshold is ever returned.
+    """
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 1 << 31, size=num_perm, dtype=np.uint64)
+    b = rng.integers(0, 1 << 31, size=num_perm, dtype=np.uint64)
+    shingles = [word_ngrams(t, n) for t in texts]
+    rows = num_perm // bands
+    buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
+    for i, grams in enumerate(shingles):
+        if not grams:
+            continue
+        hashes = np.fromiter((_hash32(g) for g in grams), dtype=np.uint64, count=len(grams))
+        signature = ((np.outer(hashes, a) + b) % _PRIME).min(axis=0)
+        for band in range(bands):
+            buckets[(band, signature[band * rows : (band + 1) * rows].tobytes())].append(i)
+    candidates = {(m[x], m[y]) for m in buckets.values() if len(m) > 1 for x in range(len(m)) for y in range(x + 1, len(m))}
+    return sorted((i, j) for i, j in candidates if jaccard(shingles[i], shingles[j]) >= threshold)
+
+
+class NgramIndex:
+    """Word n-grams of evaluation questions, to test training questions against."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.owners: dict[str, set[str]] = defaultdict(set)
+
+    def add(self, name: str, questions: Iterable[str]) -> None:
+        for question in questions:
+            for gram in word_ngrams(question, self.n):
+                self.owners[gram].add(name)
+
+    def overlap(self, question: str) -> tuple[float, str | None]:
+        """Fraction of the question's n-grams found in the index, and the eval set most of them come from."""
+        grams = word_ngrams(question, self.n)
+        if not grams:
+            return 0.0, None
+        hits = Counter(name for g in grams for name in self.owners.get(g, ()))
+        found = sum(1 for g in grams if g in self.owners)
+        return found / len(grams), (hits.most_common(1)[0][0] if hits else None)
+
+
+# --- the builder ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SourceCounts:
+    rows_in: int = 0
+    converted: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    heldout: int = 0
+    train_unique: int = 0
+    train_rows: int = 0
+    lengths: list[int] = field(default_factory=list)  # tokens of the rows that reached training
+
+
+@dataclass
+class Mix:
+    train: list[dict[str, Any]]
+    heldout: list[dict[str, Any]]
+    report: dict[str, Any]
+
+
+def source_rows(spec: SourceSpec | EvalSetSpec) -> list[dict[str, Any]]:
+    """Raw rows of a source or eval set, from the Hub, a local file or the synthetic generator."""
+    if spec.synthetic is not None:
+        s = spec.synthetic
+        return [e.to_dict() for e in generate_synthetic(s.n, s.seed, s.min_steps, s.max_steps)]
+    return load_rows(hub_id=spec.hub_id, config=spec.config, split=spec.split, revision=spec.revision, path=spec.path)
+
+
+def eval_questions(spec: EvalSetSpec) -> list[str]:
+    """The questions of an eval set, read from the field the profile names."""
+    rows = source_rows(spec)
+    missing = [i for i, r in enumerate(rows) if not isinstance(r.get(spec.question_field), str)]
+    if missing:
+        raise ValueError(f"eval set {spec.name!r}: row {missing[0]} has no text field {spec.question_field!r}")
+    return [r[spec.question_field] for r in rows]
+
+
+def _percentiles(lengths: list[int]) -> dict[str, int]:
+    if not lengths:
+        return {}
+    values = np.percentile(lengths, [50, 90, 99])
+    return {"p50": int(values[0]), "p90": int(values[1]), "p99": int(values[2]), "max": int(max(lengths))}
+
+
+def _row(example: Example, tokenizer: Any, n_tokens: int) -> dict[str, Any]:
+    row = example.to_dict()
+    row["meta"] = json.dumps(row["meta"], sort_keys=True)
+    row.update(prompt_completion(example, tokenizer))
+    row["n_tokens"] = n_tokens
+    return row
+
+
+def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> Mix:
+    """Run every stage on the profile's sources; see the module docstring."""
+    counts = {spec.name: SourceCounts() for spec in config.sources}
+    examples: list[Example] = []
+    for spec in config.sources:
+        c = counts[spec.name]
+        rows = source_rows(spec)
+        c.rows_in = len(rows)
+        for row in tqdm(rows, desc=f"convert {spec.name}", disable=not progress, leave=False):
+            try:
+                example = convert(spec.converter, row, keep_domains=tuple(spec.keep_domains))
+            except Unusable as err:
+                c.dropped[err.reason] += 1
+                continue
+            c.converted += 1
+            if config.drop_flagged and example.meta.get("disagrees_with_ground_truth"):
+                c.dropped["disagrees_with_ground_truth"] += 1
+                continue
+            examples.append(replace(example, source=spec.name))
+
+    # exact duplicates
+    seen: set[str] = set()
+    unique: list[Example] = []
+    for ex in examples:
+        key = hashlib.sha1("\0".join(normalise(t) for t in (ex.question, ex.reasoning, ex.answer)).encode()).hexdigest()
+        if key in seen:
+            counts[ex.source].dropped["exact_duplicate"] += 1
+        else:
+            seen.add(key)
+            unique.append(ex)
+
+    # token length of the rendered chat, with the model's tokenizer
+    fitting: list[tuple[Example, int]] = []
+    batch = 256
+    for start in tqdm(range(0, len(unique), batch), desc="measure length", disable=not progress, leave=False):
+        chunk = unique[start : start + batch]
+        texts = ["".join(prompt_completion(ex, tokenizer).values()) for ex in chunk]
+        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        for ex, n in zip(chunk, lengths):
+            if n > config.max_length:
+                counts[ex.source].dropped["too_long"] += 1
+            else:
+                fitting.append((ex, n))
+
+    # (near-)duplicate questions: union-find over exact normalised matches and MinHash pairs
+    parent = list(range(len(fitting)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_text: dict[str, int] = {}
+    exact_pairs = []
+    for i, (ex, _) in enumerate(fitting):
+        key = normalise(ex.question)
+        if key in by_text:
+            exact_pairs.append((by_text[key], i))
+        else:
+            by_text[key] = i
+    near = near_duplicate_pairs([ex.question for ex, _ in fitting], config.near_duplicate_threshold, seed=config.seed)
+    for i, j in exact_pairs + near:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(fitting)):
+        groups[find(i)].append(i)
+    exact_members = {j for _, j in exact_pairs}
+    kept_groups: dict[int, list[int]] = {}
+    for root, members in groups.items():
+        kept_groups[root] = members[: config.max_per_question]
+        for j in members[config.max_per_question :]:
+            reason = "duplicate_question" if j in exact_members else "near_duplicate_question"
+            counts[fitting[j][0].source].dropped[reason] += 1
+
+    # held-out split: whole question groups, per source of the group's first row
+    rng = random.Random(config.seed)
+    roots_by_source: dict[str, list[int]] = defaultdict(list)
+    for root in sorted(kept_groups):
+        roots_by_source[fitting[root][0].source].append(root)
+    heldout_roots: set[int] = set()
+    for spec in config.sources:
+        roots = roots_by_source.get(spec.name, [])
+        take = min(spec.heldout, len(roots))
+        heldout_roots.update(rng.sample(roots, take))
+        counts[spec.name].heldout = take
+    heldout = [fitting[root] for root in sorted(heldout_roots)]
+
+    # decontamination against the eval sets and the held-out questions
+    index = NgramIndex(config.decontamination.ngram)
+    eval_sizes: dict[str, int] = {}
+    for eval_spec in config.eval_sets:
+        questions = eval_questions(eval_spec)
+        eval_sizes[eval_spec.name] = len(questions)
+        index.add(eval_spec.name, questions)
+    index.add("heldout", [ex.question for ex, _ in heldout])
+    eval_sizes["heldout"] = len(heldout)
+    contaminated: list[dict[str, Any]] = []
+    by_eval: Counter = Counter()
+    candidates: dict[str, list[tuple[Example, int]]] = defaultdict(list)
+    for root, members in kept_groups.items():
+        if root in heldout_roots:
+            for j in members[1:]:
+                counts[fitting[j][0].source].dropped["heldout_question"] += 1
+            continue
+        for j in members:
+            ex, n = fitting[j]
+            share, owner = index.overlap(ex.question)
+            if share >= config.decontamination.threshold:
+                counts[ex.source].dropped[f"contaminated:{owner}"] += 1
+                by_eval[owner] += 1
+                contaminated.append({"id": ex.id, "source": ex.source, "eval_set": owner, "overlap": round(share, 3), "question": ex.question[:200]})
+            else:
+                candidates[ex.source].append((ex, n))
+
+    # caps, weights, shuffle
+    train: list[tuple[Example, int]] = []
+    for spec in config.sources:
+        pool = candidates.get(spec.name, [])
+        rng.shuffle(pool)
+        if spec.cap is not None and len(pool) > spec.cap:
+            counts[spec.name].dropped["over_cap"] += len(pool) - spec.cap
+            pool = pool[: spec.cap]
+        c = counts[spec.name]
+        c.train_unique = len(pool)
+        whole, fraction = divmod(spec.weight, 1)
+        weighted = pool * int(whole) + pool[: round(fraction * len(pool))]
+        c.train_rows = len(weighted)
+        c.lengths = [n for _, n in pool]
+        train.extend(weighted)
+    rng.shuffle(train)
+
+    report = {
+        "seed": config.seed,
+        "max_length": config.max_length,
+        "sources": {
+            name: {
+                "rows_in": c.rows_in,
+                "converted": c.converted,
+                "dropped": dict(sorted(c.dropped.items())),
+                "heldout": c.heldout,
+                "train_unique": c.train_unique,
+                "train_rows": c.train_rows,
+                "tokens": _percentiles(c.lengths),
+            }
+            for name, c in counts.items()
+        },
+        "totals": {
+            "rows_in": sum(c.rows_in for c in counts.values()),
+            "train_rows": len(train),
+            "heldout": len(heldout),
+            "dropped": dict(sorted(sum((c.dropped for c in counts.values()), Counter()).items())),
+        },
+        "contamination": {"ngram": index.n, "threshold": config.decontamination.threshold, "eval_sets": eval_sizes, "by_eval_set": dict(by_eval), "rows": contaminated},
+    }
+    return Mix(
+        train=[_row(ex, tokenizer, n) for ex, n in train],
+        heldout=[_row(ex, tokenizer, n) for ex, n in heldout],
+        report=report,
+    )
+
+
+def save_mix(mix: Mix, out_dir: str | Path, extra_report: dict[str, Any] | None = None) -> Path:
+    """Write ``train/`` and ``heldout/`` (``datasets`` format) and ``report.json``; atomic per directory.
+
+    Everything is first written next to ``out_dir`` and then swapped in, so a failure
+    part-way leaves the previous mix untouched.
+    """
+    import datasets
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        for name, rows in (("train", mix.train), ("heldout", mix.heldout)):
+            datasets.Dataset.from_list(rows, features=_features()).save_to_disk(str(tmp / name))
+        report = {**(extra_report or {}), **mix.report}
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _features() -> Any:
+    import datasets
+
+    text = datasets.Value("string")
+    return datasets.Features(
+        {
+            "id": text, "source": text, "question": text, "reasoning": text, "answer": text,
+            "graded": datasets.Value("bool"), "meta": text, "prompt": text, "completion": text,
+            "n_tokens": datasets.Value("int32"),
+        }
+    )
+
+
+def load_mix(out_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    """The saved ``train`` and ``heldout`` datasets and the report."""
+    import datasets
+
+    out_dir = Path(out_dir)
+    report = json.loads((out_dir / "report.json").read_text())
+    return datasets.load_from_disk(str(out_dir / "train")), datasets.load_from_disk(str(out_dir / "heldout")), report
