@@ -9,9 +9,10 @@ Stages, in order, each counting what it drops per source and why:
    model's tokenizer (dropped, never cut: cutting would cut the answer);
 5. group (near-)identical questions (MinHash over word 3-grams, verified by
    exact Jaccard) and keep at most ``max_per_question`` rows per group;
-6. set aside ``heldout`` question groups per source for evaluation;
-7. drop training rows whose question overlaps an evaluation question
-   (the profile's eval sets and the held-out split) by normalised n-grams;
+6. drop rows whose question overlaps a benchmark question (the profile's
+   eval sets) by normalised word n-grams;
+7. set aside ``heldout`` question groups per source for evaluation, and drop
+   training rows whose question overlaps a held-out question;
 8. cap each source, apply its weight, shuffle deterministically, save.
 """
 
@@ -60,32 +61,44 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-_PRIME = np.uint64((1 << 61) - 1)
+def _hash64(s: str) -> int:
+    return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
 
 
-def _hash32(s: str) -> int:
-    return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=4).digest(), "little")
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser, element-wise on uint64 (wrapping arithmetic): a fresh random-like order."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def lsh_rows_per_band(threshold: float, num_perm: int, recall: float = 0.999) -> int:
+    """The most rows per band (fewest false candidates) that still find a pair at ``threshold`` with ``recall``."""
+    for rows in range(num_perm, 0, -1):
+        if 1 - (1 - threshold**rows) ** (num_perm // rows) >= recall:
+            return rows
+    return 1
 
 
 def near_duplicate_pairs(
-    texts: Sequence[str], threshold: float, *, n: int = 3, num_perm: int = 64, bands: int = 16, seed: int = 0
+    texts: Sequence[str], threshold: float, *, n: int = 3, num_perm: int = 128, seed: int = 0
 ) -> list[tuple[int, int]]:
     """Index pairs ``(i, j)``, ``i < j``, whose word ``n``-gram Jaccard similarity is at least ``threshold``.
 
-    MinHash with LSH banding proposes candidates; every candidate is checked with the
-    exact Jaccard similarity, so no pair below the threshold is ever returned.
+    MinHash with LSH banding proposes candidates, with bands sized so a pair exactly at the
+    threshold is proposed with probability >= 0.999 (higher similarity, higher still); every
+    candidate is checked with the exact Jaccard similarity, so no pair below the threshold is returned.
     """
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, 1 << 31, size=num_perm, dtype=np.uint64)
-    b = rng.integers(0, 1 << 31, size=num_perm, dtype=np.uint64)
+    rows = lsh_rows_per_band(threshold, num_perm)
+    bands = num_perm // rows
+    salts = np.random.default_rng(seed).integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64)
     shingles = [word_ngrams(t, n) for t in texts]
-    rows = num_perm // bands
     buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
     for i, grams in enumerate(shingles):
         if not grams:
             continue
-        hashes = np.fromiter((_hash32(g) for g in grams), dtype=np.uint64, count=len(grams))
-        signature = ((np.outer(hashes, a) + b) % _PRIME).min(axis=0)
+        hashes = np.fromiter((_hash64(g) for g in grams), dtype=np.uint64, count=len(grams))
+        signature = _mix64(hashes[:, None] ^ salts[None, :]).min(axis=0)
         for band in range(bands):
             buckets[(band, signature[band * rows : (band + 1) * rows].tobytes())].append(i)
     candidates = {(m[x], m[y]) for m in buckets.values() if len(m) > 1 for x in range(len(m)) for y in range(x + 1, len(m))}
@@ -244,45 +257,56 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
             reason = "duplicate_question" if j in exact_members else "near_duplicate_question"
             counts[fitting[j][0].source].dropped[reason] += 1
 
-    # held-out split: whole question groups, per source of the group's first row
-    rng = random.Random(config.seed)
-    roots_by_source: dict[str, list[int]] = defaultdict(list)
-    for root in sorted(kept_groups):
-        roots_by_source[fitting[root][0].source].append(root)
-    heldout_roots: set[int] = set()
-    for spec in config.sources:
-        roots = roots_by_source.get(spec.name, [])
-        take = min(spec.heldout, len(roots))
-        heldout_roots.update(rng.sample(roots, take))
-        counts[spec.name].heldout = take
-    heldout = [fitting[root] for root in sorted(heldout_roots)]
-
-    # decontamination against the eval sets and the held-out questions
+    # decontamination against the benchmarks, before the held-out split so neither split holds them
     index = NgramIndex(config.decontamination.ngram)
     eval_sizes: dict[str, int] = {}
     for eval_spec in config.eval_sets:
         questions = eval_questions(eval_spec)
         eval_sizes[eval_spec.name] = len(questions)
         index.add(eval_spec.name, questions)
-    index.add("heldout", [ex.question for ex, _ in heldout])
-    eval_sizes["heldout"] = len(heldout)
     contaminated: list[dict[str, Any]] = []
     by_eval: Counter = Counter()
-    candidates: dict[str, list[tuple[Example, int]]] = defaultdict(list)
-    for root, members in kept_groups.items():
-        if root in heldout_roots:
-            for j in members[1:]:
-                counts[fitting[j][0].source].dropped["heldout_question"] += 1
-            continue
+
+    def clean(members: list[int], against: NgramIndex) -> list[int]:
+        kept = []
         for j in members:
-            ex, n = fitting[j]
-            share, owner = index.overlap(ex.question)
+            ex = fitting[j][0]
+            share, owner = against.overlap(ex.question)
             if share >= config.decontamination.threshold:
                 counts[ex.source].dropped[f"contaminated:{owner}"] += 1
                 by_eval[owner] += 1
                 contaminated.append({"id": ex.id, "source": ex.source, "eval_set": owner, "overlap": round(share, 3), "question": ex.question[:200]})
             else:
-                candidates[ex.source].append((ex, n))
+                kept.append(j)
+        return kept
+
+    kept_groups = {root: kept for root, members in kept_groups.items() if (kept := clean(members, index))}
+
+    # held-out split: whole question groups, per source of the group's first row
+    rng = random.Random(config.seed)
+    roots_by_source: dict[str, list[int]] = defaultdict(list)
+    for root in sorted(kept_groups):
+        roots_by_source[fitting[kept_groups[root][0]][0].source].append(root)
+    heldout_roots: set[int] = set()
+    for spec in config.sources:
+        roots = roots_by_source.get(spec.name, [])
+        take = min(spec.heldout, len(roots))
+        heldout_roots.update(rng.sample(roots, take))
+        counts[spec.name].heldout = take
+    heldout = [fitting[kept_groups[root][0]] for root in sorted(heldout_roots)]
+    for root in heldout_roots:
+        for j in kept_groups[root][1:]:
+            counts[fitting[j][0].source].dropped["heldout_question"] += 1
+
+    # training rows too close to a held-out question (below the near-duplicate threshold) go too
+    heldout_index = NgramIndex(config.decontamination.ngram)
+    heldout_index.add("heldout", [ex.question for ex, _ in heldout])
+    eval_sizes["heldout"] = len(heldout)
+    candidates: dict[str, list[tuple[Example, int]]] = defaultdict(list)
+    for root in sorted(kept_groups):
+        if root not in heldout_roots:
+            for j in clean(kept_groups[root], heldout_index):
+                candidates[fitting[j][0].source].append(fitting[j])
 
     # caps, weights, shuffle
     train: list[tuple[Example, int]] = []
@@ -322,7 +346,7 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
             "heldout": len(heldout),
             "dropped": dict(sorted(sum((c.dropped for c in counts.values()), Counter()).items())),
         },
-        "contamination": {"ngram": index.n, "threshold": config.decontamination.threshold, "eval_sets": eval_sizes, "by_eval_set": dict(by_eval), "rows": contaminated},
+        "contamination": {"ngram": config.decontamination.ngram, "threshold": config.decontamination.threshold, "eval_sets": eval_sizes, "by_eval_set": dict(by_eval), "rows": contaminated},
     }
     return Mix(
         train=[_row(ex, tokenizer, n) for ex, n in train],
@@ -343,8 +367,11 @@ def save_mix(mix: Mix, out_dir: str | Path, extra_report: dict[str, Any] | None 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     try:
+        features = _features()
         for name, rows in (("train", mix.train), ("heldout", mix.heldout)):
-            datasets.Dataset.from_list(rows, features=_features()).save_to_disk(str(tmp / name))
+            # from_dict keeps the schema when a split is empty (from_list([]) would lose it)
+            columns = {key: [row[key] for row in rows] for key in features}
+            datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(tmp / name))
         report = {**(extra_report or {}), **mix.report}
         (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         if out_dir.exists():
@@ -380,4 +407,14 @@ def load_mix(out_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
 
     out_dir = Path(out_dir)
     report = json.loads((out_dir / "report.json").read_text())
-    return datasets.load_from_disk(str(out_dir / "train")), datasets.load_from_disk(str(out_dir / "heldout")), report
+    return _load_split(out_dir / "train"), _load_split(out_dir / "heldout"), report
+
+
+def _load_split(path: Path) -> Any:
+    """``datasets.load_from_disk``, which cannot read back an empty split: that becomes an empty Dataset."""
+    import datasets
+    import pyarrow as pa
+
+    if json.loads((path / "state.json").read_text()).get("_data_files"):
+        return datasets.load_from_disk(str(path))
+    return datasets.Dataset(pa.Table.from_pylist([], schema=_features().arrow_schema))

@@ -1,0 +1,51 @@
+import pytest
+
+from workings.chat import GEMMA_CHAT_TEMPLATE, INSTRUCTION, prompt_completion, render_prompt
+from workings.data import Example
+
+EXAMPLE = Example(id="x", source="gsm8k", question="What is 2 + 3?", reasoning="2 + 3 = 5.", answer="5")
+
+
+def test_prompt_is_gemma_user_turn_with_instruction_then_model_turn(tokenizer):
+    assert render_prompt("What is 2 + 3?", tokenizer) == (
+        "<bos><start_of_turn>user\n"
+        "Solve the problem. Think step by step inside <reasoning></reasoning>, "
+        "then give only the final answer inside <answer></answer>.\n\n"
+        "What is 2 + 3?<end_of_turn>\n"
+        "<start_of_turn>model\n"
+    )
+
+
+def test_completion_is_formatted_answer_then_end_of_turn(tokenizer):
+    pc = prompt_completion(EXAMPLE, tokenizer)
+    assert pc["completion"] == "<reasoning>2 + 3 = 5.</reasoning>\n<answer>5</answer><end_of_turn>\n"
+
+
+def test_prompt_plus_completion_is_the_whole_rendered_chat(tokenizer):
+    pc = prompt_completion(EXAMPLE, tokenizer)
+    messages = [
+        {"role": "user", "content": f"{INSTRUCTION}\n\nWhat is 2 + 3?"},
+        {"role": "assistant", "content": "<reasoning>2 + 3 = 5.</reasoning>\n<answer>5</answer>"},
+    ]
+    assert pc["prompt"] + pc["completion"] == tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def test_template_has_no_system_role(tokenizer):
+    with pytest.raises(Exception, match="System role not supported"):
+        tokenizer.apply_chat_template([{"role": "system", "content": "x"}, {"role": "user", "content": "y"}], tokenize=False)
+
+
+def test_tiny_tokenizer_carries_the_gemma_template(tokenizer):
+    assert tokenizer.chat_template == GEMMA_CHAT_TEMPLATE
+
+
+def test_special_tokens_are_single_tokens_in_gemma_order(tokenizer):
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in ["<pad>", "<eos>", "<bos>", "<unk>"]]
+    assert ids == [0, 1, 2, 3]
+    text = "<start_of_turn>model\nhi<end_of_turn>"
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert tokens[0] == "<start_of_turn>" and tokens[-1] == "<end_of_turn>"
+
+
+def test_tokenizing_adds_bos_like_gemma(tokenizer):
+    assert tokenizer("hi")["input_ids"][0] == tokenizer.bos_token_id
