@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --builder html
+	$(BIN)/jupyter-book build --all . --builder html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -172,12 +172,18 @@ def _percentiles(lengths: list[int]) -> dict[str, int]:
     return {"p50": int(values[0]), "p90": int(values[1]), "p99": int(values[2]), "max": int(max(lengths))}
 
 
-def _row(example: Example, tokenizer: Any, n_tokens: int) -> dict[str, Any]:
-    row = example.to_dict()
-    row["meta"] = json.dumps(row["meta"], sort_keys=True)
-    row.update(prompt_completion(example, tokenizer))
-    row["n_tokens"] = n_tokens
-    return row
+@dataclass(frozen=True)
+class _Fitted:
+    """An example that fits ``max_length``, with its rendered chat (rendered once: it is the slow part)."""
+
+    example: Example
+    n_tokens: int
+    chat: dict[str, str]
+
+    def row(self) -> dict[str, Any]:
+        row = self.example.to_dict()
+        row["meta"] = json.dumps(row["meta"], sort_keys=True)
+        return {**row, **self.chat, "n_tokens": self.n_tokens}
 
 
 def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> Mix:
@@ -212,17 +218,18 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
             unique.append(ex)
 
     # token length of the rendered chat, with the model's tokenizer
-    fitting: list[tuple[Example, int]] = []
+    fitting: list[_Fitted] = []
     batch = 256
     for start in tqdm(range(0, len(unique), batch), desc="measure length", disable=not progress, leave=False):
         chunk = unique[start : start + batch]
-        texts = ["".join(prompt_completion(ex, tokenizer).values()) for ex in chunk]
+        chats = [prompt_completion(ex, tokenizer) for ex in chunk]
+        texts = [chat["prompt"] + chat["completion"] for chat in chats]
         lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        for ex, n in zip(chunk, lengths):
+        for ex, n, chat in zip(chunk, lengths, chats):
             if n > config.max_length:
                 counts[ex.source].dropped["too_long"] += 1
             else:
-                fitting.append((ex, n))
+                fitting.append(_Fitted(ex, n, chat))
 
     # (near-)duplicate questions: union-find over exact normalised matches and MinHash pairs
     parent = list(range(len(fitting)))
@@ -235,13 +242,13 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
 
     by_text: dict[str, int] = {}
     exact_pairs = []
-    for i, (ex, _) in enumerate(fitting):
-        key = normalise(ex.question)
+    for i, fitted in enumerate(fitting):
+        key = normalise(fitted.example.question)
         if key in by_text:
             exact_pairs.append((by_text[key], i))
         else:
             by_text[key] = i
-    near = near_duplicate_pairs([ex.question for ex, _ in fitting], config.near_duplicate_threshold, seed=config.seed)
+    near = near_duplicate_pairs([f.example.question for f in fitting], config.near_duplicate_threshold, seed=config.seed)
     for i, j in exact_pairs + near:
         ri, rj = find(i), find(j)
         if ri != rj:
@@ -255,7 +262,7 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
         kept_groups[root] = members[: config.max_per_question]
         for j in members[config.max_per_question :]:
             reason = "duplicate_question" if j in exact_members else "near_duplicate_question"
-            counts[fitting[j][0].source].dropped[reason] += 1
+            counts[fitting[j].example.source].dropped[reason] += 1
 
     # decontamination against the benchmarks, before the held-out split so neither split holds them
     index = NgramIndex(config.decontamination.ngram)
@@ -270,7 +277,7 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
     def clean(members: list[int], against: NgramIndex) -> list[int]:
         kept = []
         for j in members:
-            ex = fitting[j][0]
+            ex = fitting[j].example
             share, owner = against.overlap(ex.question)
             if share >= config.decontamination.threshold:
                 counts[ex.source].dropped[f"contaminated:{owner}"] += 1
@@ -286,7 +293,7 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
     rng = random.Random(config.seed)
     roots_by_source: dict[str, list[int]] = defaultdict(list)
     for root in sorted(kept_groups):
-        roots_by_source[fitting[kept_groups[root][0]][0].source].append(root)
+        roots_by_source[fitting[kept_groups[root][0]].example.source].append(root)
     heldout_roots: set[int] = set()
     for spec in config.sources:
         roots = roots_by_source.get(spec.name, [])
@@ -296,20 +303,20 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
     heldout = [fitting[kept_groups[root][0]] for root in sorted(heldout_roots)]
     for root in heldout_roots:
         for j in kept_groups[root][1:]:
-            counts[fitting[j][0].source].dropped["heldout_question"] += 1
+            counts[fitting[j].example.source].dropped["heldout_question"] += 1
 
     # training rows too close to a held-out question (below the near-duplicate threshold) go too
     heldout_index = NgramIndex(config.decontamination.ngram)
-    heldout_index.add("heldout", [ex.question for ex, _ in heldout])
+    heldout_index.add("heldout", [f.example.question for f in heldout])
     eval_sizes["heldout"] = len(heldout)
-    candidates: dict[str, list[tuple[Example, int]]] = defaultdict(list)
+    candidates: dict[str, list[_Fitted]] = defaultdict(list)
     for root in sorted(kept_groups):
         if root not in heldout_roots:
             for j in clean(kept_groups[root], heldout_index):
-                candidates[fitting[j][0].source].append(fitting[j])
+                candidates[fitting[j].example.source].append(fitting[j])
 
     # caps, weights, shuffle
-    train: list[tuple[Example, int]] = []
+    train: list[_Fitted] = []
     for spec in config.sources:
         pool = candidates.get(spec.name, [])
         rng.shuffle(pool)
@@ -321,7 +328,7 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
         whole, fraction = divmod(spec.weight, 1)
         weighted = pool * int(whole) + pool[: round(fraction * len(pool))]
         c.train_rows = len(weighted)
-        c.lengths = [n for _, n in pool]
+        c.lengths = [f.n_tokens for f in pool]
         train.extend(weighted)
     rng.shuffle(train)
 
@@ -349,8 +356,8 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
         "contamination": {"ngram": config.decontamination.ngram, "threshold": config.decontamination.threshold, "eval_sets": eval_sizes, "by_eval_set": dict(by_eval), "rows": contaminated},
     }
     return Mix(
-        train=[_row(ex, tokenizer, n) for ex, n in train],
-        heldout=[_row(ex, tokenizer, n) for ex, n in heldout],
+        train=[f.row() for f in train],
+        heldout=[f.row() for f in heldout],
         report=report,
     )
 
@@ -366,6 +373,8 @@ def save_mix(mix: Mix, out_dir: str | Path, extra_report: dict[str, Any] | None 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # saving takes well under a second; its bars only add noise
     try:
         features = _features()
         for name, rows in (("train", mix.train), ("heldout", mix.heldout)):
@@ -385,6 +394,9 @@ def save_mix(mix: Mix, out_dir: str | Path, extra_report: dict[str, Any] | None 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     return out_dir
 
 

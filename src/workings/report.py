@@ -49,14 +49,21 @@ def length_histogram(lengths_by_source: Mapping[str, Sequence[int]], max_length:
     import matplotlib.pyplot as plt
 
     names = [n for n, v in lengths_by_source.items() if len(v)]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.6), squeeze=False, sharex=True)
-    for ax, name in zip(axes[0], names):
-        ax.hist(lengths_by_source[name], bins=20, color="#4c72b0")
+    ncols = min(4, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), squeeze=False, sharex=True)
+    top = max(max_length, *(max(lengths_by_source[n]) for n in names))
+    bins = [top * i / 40 for i in range(41)]  # the same bins in every panel
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
+        ax.hist(lengths_by_source[name], bins=bins, color="#4c72b0")
         ax.axvline(max_length, color="#c44e52", linestyle="--", linewidth=1)
         ax.set_title(f"{name} (n={len(lengths_by_source[name])})", fontsize=9)
         ax.set_xlabel("tokens", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0][0].set_ylabel("rows", fontsize=8)
+    for row in axes:
+        row[0].set_ylabel("rows", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
