@@ -217,3 +217,13 @@ def test_empty_heldout_split_round_trips(tmp_path, tokenizer):
     train, heldout, _ = load_mix(save_mix(mix, tmp_path / "mix"))
     assert (len(train), len(heldout)) == (1, 0)
     assert heldout.column_names == train.column_names
+
+
+def test_report_says_where_each_source_came_from():
+    from workings.mix import describe_origin
+
+    a100 = {s.name: s for s in load_profile("a100").data.sources}
+    assert describe_origin(a100["gsm8k"]) == "openai/gsm8k (main/train) @ e53f048856ff4f594e959d75785d2c2d37b678ee"
+    assert describe_origin(a100["openthoughts"]) == "open-thoughts/OpenThoughts-114k (metadata/train) @ UNPINNED (latest on the Hub)"
+    synthetic = load_profile("demo").data.sources[0]
+    assert describe_origin(synthetic) == "synthetic generator, seed 1, 2400 rows"

@@ -42,3 +42,10 @@ def test_length_histogram_has_one_panel_per_source_with_rows():
 
 def test_label_names_profile_model_and_sources():
     assert label(load_profile("demo")).startswith("profile `demo` · model `tiny` · data: synthetic, gsm8k")
+
+
+def test_origin_table_lists_each_source():
+    from workings.report import origin_table
+
+    report = {"sources": {"a": {**REPORT["sources"]["a"], "origin": "local file x.jsonl"}}}
+    assert origin_table(report).loc["a", "origin"] == "local file x.jsonl"

@@ -156,6 +156,16 @@ def source_rows(spec: SourceSpec | EvalSetSpec) -> list[dict[str, Any]]:
     return load_rows(hub_id=spec.hub_id, config=spec.config, split=spec.split, revision=spec.revision, path=spec.path)
 
 
+def describe_origin(spec: SourceSpec | EvalSetSpec) -> str:
+    """Where a source's rows came from, for the report; a Hub source without a revision says it is unpinned."""
+    if spec.synthetic is not None:
+        return f"synthetic generator, seed {spec.synthetic.seed}, {spec.synthetic.n} rows"
+    if spec.path is not None:
+        return f"local file {spec.path}"
+    where = f"{spec.hub_id} ({spec.config or 'default'}/{spec.split})"
+    return f"{where} @ {spec.revision}" if spec.revision else f"{where} @ UNPINNED (latest on the Hub)"
+
+
 def eval_questions(spec: EvalSetSpec) -> list[str]:
     """The questions of an eval set, read from the field the profile names."""
     rows = source_rows(spec)
@@ -336,7 +346,8 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
         "seed": config.seed,
         "max_length": config.max_length,
         "sources": {
-            name: {
+            spec.name: {
+                "origin": describe_origin(spec),
                 "rows_in": c.rows_in,
                 "converted": c.converted,
                 "dropped": dict(sorted(c.dropped.items())),
@@ -345,7 +356,8 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
                 "train_rows": c.train_rows,
                 "tokens": _percentiles(c.lengths),
             }
-            for name, c in counts.items()
+            for spec in config.sources
+            for c in [counts[spec.name]]
         },
         "totals": {
             "rows_in": sum(c.rows_in for c in counts.values()),

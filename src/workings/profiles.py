@@ -44,18 +44,30 @@ class SyntheticSpec:
         _check(1 <= self.min_steps <= self.max_steps, f"{key}.min_steps", "need 1 <= min_steps <= max_steps")
 
 
-@dataclass
-class SourceSpec:
-    """One training source: where its rows come from and how many the mix takes."""
+@dataclass(kw_only=True)
+class Origin:
+    """Where rows come from: exactly one of a Hub dataset, a local file, or the synthetic generator."""
 
-    name: str
-    converter: str
     hub_id: str | None = None
     config: str | None = None
     split: str = "train"
     revision: str | None = None
     path: str | None = None
     synthetic: SyntheticSpec | None = None
+
+    def validate(self, key: str) -> None:
+        origins = [o for o in ("hub_id", "path", "synthetic") if getattr(self, o) is not None]
+        _check(len(origins) == 1, key, f"needs exactly one of hub_id, path, synthetic; got {origins or 'none'}")
+        if self.synthetic is not None:
+            self.synthetic.validate(f"{key}.synthetic")
+
+
+@dataclass(kw_only=True)
+class SourceSpec(Origin):
+    """One training source: where its rows come from and how many the mix takes."""
+
+    name: str
+    converter: str
     cap: int | None = None  # most distinct training rows kept from this source
     weight: float = 1.0  # repetition factor after capping: 0.5 keeps half, 2.0 repeats every row twice
     heldout: int = 0  # questions set aside for evaluation
@@ -63,35 +75,21 @@ class SourceSpec:
 
     def validate(self, key: str) -> None:
         _check(self.converter in CONVERTER_NAMES, f"{key}.converter", f"unknown converter {self.converter!r}; known: {', '.join(CONVERTER_NAMES)}")
-        origins = [o for o in ("hub_id", "path", "synthetic") if getattr(self, o) is not None]
-        _check(len(origins) == 1, key, f"needs exactly one of hub_id, path, synthetic; got {origins or 'none'}")
+        super().validate(key)
         _check((self.synthetic is not None) == (self.converter == "synthetic"), f"{key}.synthetic", "goes with converter: synthetic, and only with it")
         _check(self.cap is None or self.cap > 0, f"{key}.cap", f"must be positive or null, got {self.cap}")
         _check(self.weight > 0, f"{key}.weight", f"must be positive, got {self.weight}")
         _check(self.heldout >= 0, f"{key}.heldout", f"must be >= 0, got {self.heldout}")
-        if self.synthetic is not None:
-            self.synthetic.validate(f"{key}.synthetic")
 
 
-@dataclass
-class EvalSetSpec:
+@dataclass(kw_only=True)
+class EvalSetSpec(Origin):
     """Questions training rows are decontaminated against (and, later, evaluated on)."""
 
     name: str
+    split: str = "test"
     question_field: str = "question"
     answer_field: str = "answer"
-    hub_id: str | None = None
-    config: str | None = None
-    split: str = "test"
-    revision: str | None = None
-    path: str | None = None
-    synthetic: SyntheticSpec | None = None
-
-    def validate(self, key: str) -> None:
-        origins = [o for o in ("hub_id", "path", "synthetic") if getattr(self, o) is not None]
-        _check(len(origins) == 1, key, f"needs exactly one of hub_id, path, synthetic; got {origins or 'none'}")
-        if self.synthetic is not None:
-            self.synthetic.validate(f"{key}.synthetic")
 
 
 @dataclass

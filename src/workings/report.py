@@ -75,3 +75,8 @@ def lengths_by_source(dataset: Any) -> dict[str, list[int]]:
     for source, n in zip(dataset["source"], dataset["n_tokens"]):
         out.setdefault(source, []).append(n)
     return out
+
+
+def origin_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """Where each source's rows came from (Hub id and pinned revision, local file, or generator)."""
+    return pd.DataFrame({"origin": {name: s["origin"] for name, s in report["sources"].items()}})
