@@ -427,7 +427,6 @@ def _features() -> Any:
 
 def load_mix(out_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     """The saved ``train`` and ``heldout`` datasets and the report."""
-    import datasets
 
     out_dir = Path(out_dir)
     report = json.loads((out_dir / "report.json").read_text())
