@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from workings.chat import prompt_completion
 from workings.data import Example, Unusable, convert, load_rows
-from workings.profiles import DataConfig, EvalSetSpec, SourceSpec
+from workings.profiles import DataConfig, EvalSetSpec, Origin
 from workings.synthetic import generate_synthetic
 
 # --- text normalisation, n-grams and MinHash ----------------------------------------------------
@@ -140,6 +140,17 @@ class SourceCounts:
     train_rows: int = 0
     lengths: list[int] = field(default_factory=list)  # tokens of the rows that reached training
 
+    def to_report(self) -> dict[str, Any]:
+        return {
+            "rows_in": self.rows_in,
+            "converted": self.converted,
+            "dropped": dict(sorted(self.dropped.items())),
+            "heldout": self.heldout,
+            "train_unique": self.train_unique,
+            "train_rows": self.train_rows,
+            "tokens": _percentiles(self.lengths),
+        }
+
 
 @dataclass
 class Mix:
@@ -148,7 +159,7 @@ class Mix:
     report: dict[str, Any]
 
 
-def source_rows(spec: SourceSpec | EvalSetSpec) -> list[dict[str, Any]]:
+def source_rows(spec: Origin) -> list[dict[str, Any]]:
     """Raw rows of a source or eval set, from the Hub, a local file or the synthetic generator."""
     if spec.synthetic is not None:
         s = spec.synthetic
@@ -156,7 +167,7 @@ def source_rows(spec: SourceSpec | EvalSetSpec) -> list[dict[str, Any]]:
     return load_rows(hub_id=spec.hub_id, config=spec.config, split=spec.split, revision=spec.revision, path=spec.path)
 
 
-def describe_origin(spec: SourceSpec | EvalSetSpec) -> str:
+def describe_origin(spec: Origin) -> str:
     """Where a source's rows came from, for the report; a Hub source without a revision says it is unpinned."""
     if spec.synthetic is not None:
         return f"synthetic generator, seed {spec.synthetic.seed}, {spec.synthetic.n} rows"
@@ -346,18 +357,7 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
         "seed": config.seed,
         "max_length": config.max_length,
         "sources": {
-            spec.name: {
-                "origin": describe_origin(spec),
-                "rows_in": c.rows_in,
-                "converted": c.converted,
-                "dropped": dict(sorted(c.dropped.items())),
-                "heldout": c.heldout,
-                "train_unique": c.train_unique,
-                "train_rows": c.train_rows,
-                "tokens": _percentiles(c.lengths),
-            }
-            for spec in config.sources
-            for c in [counts[spec.name]]
+            spec.name: {"origin": describe_origin(spec), **counts[spec.name].to_report()} for spec in config.sources
         },
         "totals": {
             "rows_in": sum(c.rows_in for c in counts.values()),
@@ -427,7 +427,6 @@ def _features() -> Any:
 
 def load_mix(out_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     """The saved ``train`` and ``heldout`` datasets and the report."""
-
     out_dir = Path(out_dir)
     report = json.loads((out_dir / "report.json").read_text())
     return _load_split(out_dir / "train"), _load_split(out_dir / "heldout"), report
