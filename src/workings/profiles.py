@@ -19,6 +19,12 @@ import yaml
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 CONVERTER_NAMES = ("gsm8k", "openthoughts", "bespoke_stratos", "medical_o1", "metamath", "synthetic")
+DTYPES = ("float32", "bfloat16", "float16")
+GEMMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit", "paged_adamw_8bit", "adamw_bnb_8bit", "sgd")
+# Attention implementations that keep packed examples apart (they read per-example boundaries).
+PACKING_SAFE_ATTENTION = ("flash_attention_2", "flash_attention_3")
 
 
 class ProfileError(ValueError):
@@ -136,6 +142,95 @@ class ModelConfig:
 
     id: str
     revision: str | None = None
+    dtype: str = "bfloat16"  # of the weights that are not quantized
+    # Gemma2's attention needs eager (or flash-attention with softcapping) in transformers 5.
+    attn_implementation: str = "eager"
+
+    def validate(self, key: str) -> None:
+        _check(self.dtype in DTYPES, f"{key}.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+
+@dataclass
+class QuantizationConfig:
+    """bitsandbytes quantization of the frozen base (QLoRA); absent means the base is not quantized."""
+
+    bits: int = 4
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"
+
+    def validate(self, key: str) -> None:
+        _check(self.bits in (4, 8), f"{key}.bits", f"must be 4 or 8, got {self.bits}")
+        _check(self.quant_type in ("nf4", "fp4"), f"{key}.quant_type", f"must be nf4 or fp4, got {self.quant_type!r}")
+        _check(self.compute_dtype in DTYPES, f"{key}.compute_dtype", f"must be one of {', '.join(DTYPES)}")
+
+
+@dataclass
+class LoraConfig:
+    """The LoRA adapter: rank, scale (alpha / r), dropout and the linear layers it wraps."""
+
+    r: int = 32
+    alpha: float = 64
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(GEMMA_LINEAR_MODULES))
+    save_dtype: str = "bfloat16"  # dtype of the saved adapter file; training keeps float32 adapters
+
+    def validate(self, key: str) -> None:
+        _check(self.r > 0, f"{key}.r", f"must be positive, got {self.r}")
+        _check(self.alpha > 0, f"{key}.alpha", f"must be positive, got {self.alpha}")
+        _check(0 <= self.dropout < 1, f"{key}.dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(len(self.target_modules) > 0, f"{key}.target_modules", "needs at least one module")
+        _check(self.save_dtype in DTYPES, f"{key}.save_dtype", f"must be one of {', '.join(DTYPES)}")
+
+
+@dataclass
+class TrainingConfig:
+    """Supervised fine-tuning with TRL's SFTTrainer; names follow ``transformers.TrainingArguments``."""
+
+    device: str = "cuda"  # cuda or cpu; checked against the machine before any model is loaded
+    epochs: float = 1.0
+    max_steps: int | None = None  # when set, overrides epochs
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 8
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optimizer: str = "paged_adamw_32bit"
+    max_length: int = 1024  # tokens per training sequence; must hold the longest row of the mix
+    packing: bool = False
+    gradient_checkpointing: bool = True
+    bf16: bool = True  # mixed precision autocast
+    seed: int = 42
+    logging_steps: int = 10
+    eval_steps: int = 500
+    eval_rows: int | None = 500  # held-out rows used for the evaluation loss (all when null)
+    save_steps: int = 500
+    save_total_limit: int | None = 3
+    divergence_factor: float = 4.0  # stop when a logged loss exceeds this multiple of the first one
+
+    def validate(self, key: str) -> None:
+        _check(self.device in ("cuda", "cpu"), f"{key}.device", f"must be cuda or cpu, got {self.device!r}")
+        _check(self.epochs > 0, f"{key}.epochs", f"must be positive, got {self.epochs}")
+        _check(self.max_steps is None or self.max_steps > 0, f"{key}.max_steps", f"must be positive or null, got {self.max_steps}")
+        for name in ("per_device_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps", "eval_steps", "save_steps"):
+            value = getattr(self, name)
+            _check(value > 0, f"{key}.{name}", f"must be positive, got {value}")
+        _check(self.learning_rate > 0, f"{key}.learning_rate", f"must be positive, got {self.learning_rate}")
+        _check(self.lr_scheduler in SCHEDULERS, f"{key}.lr_scheduler", f"unknown scheduler {self.lr_scheduler!r}; known: {', '.join(SCHEDULERS)}")
+        _check(0 <= self.warmup_ratio < 1, f"{key}.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        _check(self.max_grad_norm > 0, f"{key}.max_grad_norm", f"must be positive, got {self.max_grad_norm}")
+        _check(self.optimizer in OPTIMIZERS, f"{key}.optimizer", f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        _check(self.eval_rows is None or self.eval_rows > 0, f"{key}.eval_rows", "must be positive or null")
+        _check(self.save_total_limit is None or self.save_total_limit > 0, f"{key}.save_total_limit", "must be positive or null")
+        _check(self.divergence_factor > 1, f"{key}.divergence_factor", f"must be above 1, got {self.divergence_factor}")
+        if self.device == "cpu":
+            _check(not self.optimizer.startswith("paged_"), f"{key}.optimizer", f"{self.optimizer} pages optimizer state through CUDA; use adamw_torch on cpu")
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.per_device_batch_size * self.gradient_accumulation_steps
 
 
 @dataclass
@@ -144,10 +239,23 @@ class Profile:
     model: ModelConfig
     data: DataConfig
     description: str = ""
+    quantization: QuantizationConfig | None = None
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     path: Path | None = None  # the file it was read from; not a key in the file
 
     def validate(self, key: str = "") -> None:
+        self.model.validate("model")
         self.data.validate("data")
+        if self.quantization is not None:
+            self.quantization.validate("quantization")
+        self.lora.validate("lora")
+        self.training.validate("training")
+        _check(self.training.max_length >= self.data.max_length, "training.max_length",
+               f"{self.training.max_length} is below data.max_length ({self.data.max_length}): rows the mix keeps would be cut")
+        _check(not self.training.packing or self.model.attn_implementation in PACKING_SAFE_ATTENTION, "training.packing",
+               f"packed examples attend to each other with {self.model.attn_implementation!r} attention; "
+               f"packing needs one of {', '.join(PACKING_SAFE_ATTENTION)}")
 
 
 def _from_dict(cls: type, value: Any, key: str) -> Any:
@@ -191,27 +299,67 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     return value
 
 
-def load_profile(name_or_path: str | Path) -> Profile:
-    """Read and validate a profile by name (``demo``) or by path to a YAML file."""
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ProfileError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: expected a mapping at the top, got {type(raw).__name__}")
+    for section in ("sources", "eval_sets"):  # relative paths are relative to the file that names them
+        for spec in (raw.get("data") or {}).get(section) or []:
+            if isinstance(spec, dict) and isinstance(spec.get("path"), str) and not Path(spec["path"]).is_absolute():
+                spec["path"] = str((path.parent / spec["path"]).resolve())
+    return raw
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else (lists included) in ``override`` replaces ``base``."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve(name_or_path: str | Path, seen: tuple[Path, ...] = ()) -> tuple[Path, dict[str, Any]]:
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = PROFILE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
         raise ProfileError(f"{name_or_path}: no such profile (known: {', '.join(known)})")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ProfileError(f"{path}: not valid YAML ({err})") from None
+    if path.resolve() in seen:
+        raise ProfileError(f"{path}: extends: profiles extend each other in a cycle")
+    raw = _read_yaml(path)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return path, raw
+    if not isinstance(parent, str):
+        raise ProfileError(f"{path}: extends: expected a profile name or path, got {type(parent).__name__}")
+    if not parent.endswith((".yaml", ".yml")) or Path(parent).is_absolute():
+        target = parent
+    else:
+        target = str(path.parent / parent)
+    _, base = _resolve(target, (*seen, path.resolve()))
+    return path, _merge(base, raw)
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Read and validate a profile by name (``demo``) or by path to a YAML file.
+
+    A profile may start from another with ``extends: NAME``: its mappings are merged key
+    by key over the other's, and lists replace the other's lists.
+    """
+    path, raw = _resolve(name_or_path)
     try:
         profile = _from_dict(Profile, raw, "")
         profile.validate()
     except ProfileError as err:
         raise ProfileError(f"{path}: {err}") from None
     profile.path = path
-    for spec in [*profile.data.sources, *profile.data.eval_sets]:
-        if spec.path is not None and not Path(spec.path).is_absolute():
-            spec.path = str((path.parent / spec.path).resolve())
     return profile
 
 
