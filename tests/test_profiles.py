@@ -1,3 +1,4 @@
+import re
 import textwrap
 
 import pytest
@@ -91,3 +92,103 @@ def test_run_dir_is_under_the_project_root(tmp_path, monkeypatch):
     assert run_dir(load_profile("demo")) == tmp_path / "runs" / "demo"
     monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "elsewhere"))
     assert run_dir(load_profile("demo")) == tmp_path / "elsewhere" / "demo"
+
+
+# --- quantization, LoRA and training sections -------------------------------------------
+
+def with_section(tmp_path, section):
+    return write(tmp_path, GOOD + textwrap.dedent(section))
+
+
+@pytest.mark.parametrize("section, key", [
+    ("lora: {alpha: 0}", "lora.alpha"),
+    ("lora: {r: 0}", "lora.r"),
+    ("lora: {dropout: 1.0}", "lora.dropout"),
+    ("training: {per_device_batch_size: 0}", "training.per_device_batch_size"),
+    ("training: {gradient_accumulation_steps: 0}", "training.gradient_accumulation_steps"),
+    ("training: {learning_rate: -1.0e-4}", "training.learning_rate"),
+    ("training: {lr_scheduler: cosinus}", "training.lr_scheduler"),
+    ("training: {optimizer: adam_paged}", "training.optimizer"),
+    ("training: {device: tpu}", "training.device"),
+    ("quantization: {bits: 3}", "quantization.bits"),
+    ("quantization: {quant_type: int4}", "quantization.quant_type"),
+    ("model: {id: tiny, dtype: float8}", "model.dtype"),
+])
+def test_impossible_training_values_name_their_key(tmp_path, section, key):
+    with pytest.raises(ProfileError, match=re.escape(f"p.yaml: {key}: ")):
+        load_profile(with_section(tmp_path, section))
+
+
+def test_unknown_training_key_is_named(tmp_path):
+    with pytest.raises(ProfileError, match=r"training\.batch_size: unknown key"):
+        load_profile(with_section(tmp_path, "training: {batch_size: 4}"))
+
+
+def test_training_max_length_below_the_mix_rows_is_refused(tmp_path):
+    text = GOOD.replace("data:", "data:\n  max_length: 1024") + "training: {max_length: 512}\n"
+    with pytest.raises(ProfileError, match=r"training\.max_length: 512 is below data\.max_length \(1024\)"):
+        load_profile(write(tmp_path, text))
+
+
+def test_paged_optimizer_on_cpu_is_refused(tmp_path):
+    with pytest.raises(ProfileError, match=r"training\.optimizer: paged_adamw_32bit pages optimizer state through CUDA"):
+        load_profile(with_section(tmp_path, "training: {device: cpu, optimizer: paged_adamw_32bit}"))
+
+
+def test_packing_with_eager_attention_is_refused(tmp_path):
+    with pytest.raises(ProfileError, match=r"training\.packing: packed examples attend to each other with 'eager'"):
+        load_profile(with_section(tmp_path, "training: {packing: true}"))
+
+
+def test_packing_with_flash_attention_is_accepted(tmp_path):
+    text = GOOD.replace("model: {id: tiny}", "model: {id: tiny, attn_implementation: flash_attention_2}")
+    assert load_profile(write(tmp_path, text + "training: {packing: true}\n")).training.packing
+
+
+def test_a100_is_the_seed_run_exactly():
+    p = load_profile("a100")
+    assert (p.model.id, p.model.dtype, p.model.attn_implementation) == ("google/gemma-2-2b-it", "bfloat16", "eager")
+    q = p.quantization
+    assert (q.bits, q.quant_type, q.double_quant, q.compute_dtype) == (4, "nf4", True, "bfloat16")
+    assert (p.lora.r, p.lora.alpha) == (32, 64)
+    assert p.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    t = p.training
+    assert (t.device, t.per_device_batch_size, t.gradient_accumulation_steps, t.effective_batch_size) == ("cuda", 4, 8, 32)
+    assert (t.learning_rate, t.lr_scheduler, t.epochs, t.max_steps) == (2e-4, "cosine", 1.0, None)
+    assert (t.max_length, t.optimizer, t.packing) == (1024, "paged_adamw_32bit", False)
+    assert t.save_steps > 0
+
+
+def test_a100_bf16_differs_from_a100_only_in_quantization():
+    a100, bf16 = load_profile("a100"), load_profile("a100-bf16")
+    assert bf16.quantization is None
+    assert (bf16.model, bf16.lora, bf16.training, bf16.data) == (a100.model, a100.lora, a100.training, a100.data)
+
+
+def test_gemma3_profile_reuses_the_a100_run_with_its_own_model():
+    p, a100 = load_profile("gemma-3-1b"), load_profile("a100")
+    assert p.model.id == "google/gemma-3-1b-it"
+    assert (p.lora, p.training, p.quantization) == (a100.lora, a100.training, a100.quantization)
+
+
+def test_demo_uses_the_same_4bit_path_on_cpu_and_demo_bf16_does_not():
+    demo, twin = load_profile("demo"), load_profile("demo-bf16")
+    assert demo.quantization.bits == 4 and demo.quantization.quant_type == "nf4" and demo.training.device == "cpu"
+    assert twin.quantization is None and twin.model.dtype == "bfloat16"
+    assert twin.training == demo.training and twin.lora == demo.lora
+
+
+def test_extends_merges_mappings_and_replaces_lists(tmp_path):
+    base = write(tmp_path, GOOD + "training: {device: cpu, optimizer: adamw_torch, learning_rate: 1.0e-3}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: p.yaml\nname: child\ntraining: {learning_rate: 5.0e-4}\nlora: {target_modules: [q_proj]}\n")
+    p = load_profile(child)
+    assert (p.name, p.training.learning_rate, p.training.optimizer) == ("child", 5e-4, "adamw_torch")
+    assert p.lora.target_modules == ["q_proj"] and base.is_file()
+
+
+def test_extends_cycle_is_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ProfileError, match="extends: profiles extend each other in a cycle"):
+        load_profile(tmp_path / "a.yaml")
