@@ -15,3 +15,42 @@ def tokenizer():
     from workings.tiny import tiny_tokenizer
 
     return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def random_tiny_dir(tmp_path_factory, tokenizer):
+    """A randomly initialised two-layer Gemma2 with the tiny tokenizer, saved like a Hub model."""
+    import torch
+    from transformers import Gemma2ForCausalLM
+
+    from workings.tiny import MODEL_RECIPE, end_of_turn_ids, tiny_config
+
+    recipe = {**MODEL_RECIPE, "architecture": {**MODEL_RECIPE["architecture"], "hidden_size": 32,
+                                                "intermediate_size": 64, "num_hidden_layers": 2}}
+    torch.manual_seed(0)
+    config = tiny_config(recipe, tokenizer)
+    model = Gemma2ForCausalLM(config)
+    model.generation_config.eos_token_id = end_of_turn_ids(tokenizer)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    target = tmp_path_factory.mktemp("random-tiny")
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+@pytest.fixture
+def tiny_profile(tmp_path, random_tiny_dir):
+    """Write a profile extending ``demo`` on the random tiny model; returns a loader taking YAML overrides."""
+    import yaml
+
+    from workings.profiles import load_profile
+
+    def make(overrides: dict | None = None, name: str = "test"):
+        raw = {"extends": "demo", "name": name, "model": {"id": str(random_tiny_dir)}}
+        for key, value in (overrides or {}).items():
+            raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return load_profile(path)
+
+    return make

@@ -1,12 +1,29 @@
-"""Loading tokenizers (and, in training, models) named by a profile."""
+"""Loading the tokenizer and model a profile names, for training or for inference."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from workings.profiles import ModelConfig
+from workings.profiles import ModelConfig, Profile
 
 TINY = "tiny"
+
+
+def model_source(model: ModelConfig) -> str:
+    """What ``from_pretrained`` gets: the tiny model's cache folder, a Hub id, or a local path."""
+    if model.id == TINY:
+        from workings.tiny import tiny_model_dir
+
+        return str(tiny_model_dir())
+    return model.id
+
+
+def _hub_error(model: ModelConfig, what: str, err: Exception) -> OSError:
+    return OSError(
+        f"could not load the {what} of {model.id!r} (revision {model.revision!r}): {err}. "
+        "Gemma models are gated: accept the licence on the Hub and log in, or point model.id at a local copy."
+    )
 
 
 def load_tokenizer(model: ModelConfig) -> Any:
@@ -20,7 +37,47 @@ def load_tokenizer(model: ModelConfig) -> Any:
     try:
         return AutoTokenizer.from_pretrained(model.id, revision=model.revision)
     except OSError as err:
-        raise OSError(
-            f"could not load the tokenizer of {model.id!r} (revision {model.revision!r}): {err}. "
-            "Gemma models are gated: accept the licence on the Hub and log in, or point model.id at a local copy."
-        ) from err
+        raise _hub_error(model, "tokenizer", err) from err
+
+
+def device_of(profile: Profile) -> str:
+    return "cuda:0" if profile.training.device == "cuda" else "cpu"
+
+
+def load_base_model(profile: Profile) -> Any:
+    """The frozen base in ``model.dtype``, quantized by bitsandbytes when the profile has a quantization section."""
+    from transformers import AutoModelForCausalLM
+
+    from workings.qlora import bnb_config, torch_dtype
+
+    model = profile.model
+    kwargs: dict[str, Any] = {
+        "revision": model.revision,
+        "dtype": torch_dtype(model.dtype),
+        "attn_implementation": model.attn_implementation,
+        "device_map": {"": device_of(profile)},
+    }
+    if profile.quantization is not None:
+        kwargs["quantization_config"] = bnb_config(profile.quantization)
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_source(model), **kwargs)
+    except OSError as err:
+        raise _hub_error(model, "weights", err) from err
+
+
+def load_for_inference(profile: Profile, adapter: str | Path | None = None, merged: bool = False) -> Any:
+    """The base for generation, with a saved LoRA adapter on top when ``adapter`` is given.
+
+    With ``merged`` the adapter is folded into the weights (only for an unquantized base).
+    """
+    model = load_base_model(profile)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+        if merged:
+            if profile.quantization is not None:
+                raise ValueError("merging a LoRA adapter into a quantized base loses precision; load an unquantized base")
+            model = model.merge_and_unload()
+    model.eval()
+    return model

@@ -1,0 +1,258 @@
+"""QLoRA configuration: the bitsandbytes and PEFT configs, and what they cost before anything is loaded.
+
+The predictions here need only the model's config (``config.json``): which linear
+layers LoRA wraps and their shapes give the trainable parameter count exactly, the
+saved adapter's size follows from it, and a memory budget per profile follows from
+the parameter counts, the batch and the sequence length.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workings.profiles import LoraConfig, Profile, QuantizationConfig
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+NF4_BLOCK = 64  # weights per quantization block (bitsandbytes' default for 4-bit)
+DOUBLE_QUANT_BLOCK = 256  # absmax constants per second-level block when double quantization is on
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)
+
+
+def bnb_config(quantization: QuantizationConfig) -> Any:
+    """The ``BitsAndBytesConfig`` of a profile's quantization section."""
+    from transformers import BitsAndBytesConfig
+
+    if quantization.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization.quant_type,
+        bnb_4bit_use_double_quant=quantization.double_quant,
+        bnb_4bit_compute_dtype=torch_dtype(quantization.compute_dtype),
+    )
+
+
+def lora_config(lora: LoraConfig) -> Any:
+    """The PEFT ``LoraConfig`` of a profile's lora section (causal LM, no bias terms)."""
+    import peft
+
+    return peft.LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def prepare_for_training(model: Any, profile: Profile) -> Any:
+    """Freeze the base, prepare a quantized one for k-bit training, and wrap it with the LoRA adapter.
+
+    ``prepare_model_for_kbit_training`` casts the layer norms and the unquantized
+    weights to float32 and, with gradient checkpointing, makes the inputs require grad
+    so gradients reach the adapters through checkpointed layers.
+    """
+    import peft
+
+    checkpointing = profile.training.gradient_checkpointing
+    if profile.quantization is not None:
+        model = peft.prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return peft.get_peft_model(model, lora_config(profile.lora))
+
+
+def load_model_config(model_id: str, revision: str | None = None) -> Any:
+    """A model's config: from the Hub or a local folder, else the copy shipped for the profiles' models."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_id, revision=revision)
+    except OSError:
+        shipped = MODEL_CONFIG_DIR / f"{model_id.replace('/', '--')}.json"
+        if not shipped.is_file():
+            raise
+        return AutoConfig.for_model(**json.loads(shipped.read_text()))
+
+
+def text_config(config: Any) -> Any:
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def lora_layer_shapes(config: Any, target_modules: list[str]) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each targeted linear layer of one Gemma decoder layer."""
+    c = text_config(config)
+    heads_dim = c.num_attention_heads * c.head_dim
+    kv_dim = c.num_key_value_heads * c.head_dim
+    shapes = {
+        "q_proj": (c.hidden_size, heads_dim),
+        "k_proj": (c.hidden_size, kv_dim),
+        "v_proj": (c.hidden_size, kv_dim),
+        "o_proj": (heads_dim, c.hidden_size),
+        "gate_proj": (c.hidden_size, c.intermediate_size),
+        "up_proj": (c.hidden_size, c.intermediate_size),
+        "down_proj": (c.intermediate_size, c.hidden_size),
+    }
+    unknown = sorted(set(target_modules) - set(shapes))
+    if unknown:
+        raise ValueError(f"lora.target_modules: {unknown} are not linear layers of a Gemma decoder layer ({', '.join(shapes)})")
+    return {name: shapes[name] for name in target_modules}
+
+
+def predicted_lora_parameters(config: Any, lora: LoraConfig) -> int:
+    """Trainable parameters: r x (in + out) for A and B of every wrapped layer, in every decoder layer."""
+    per_layer = sum(lora.r * (n_in + n_out) for n_in, n_out in lora_layer_shapes(config, lora.target_modules).values())
+    return per_layer * text_config(config).num_hidden_layers
+
+
+def _adapter_tensors(config: Any, lora: LoraConfig) -> dict[str, tuple[int, int]]:
+    attention = {"q_proj", "k_proj", "v_proj", "o_proj"}
+    tensors = {}
+    for layer in range(text_config(config).num_hidden_layers):
+        for name, (n_in, n_out) in lora_layer_shapes(config, lora.target_modules).items():
+            block = "self_attn" if name in attention else "mlp"
+            prefix = f"base_model.model.model.layers.{layer}.{block}.{name}"
+            tensors[f"{prefix}.lora_A.weight"] = (lora.r, n_in)
+            tensors[f"{prefix}.lora_B.weight"] = (n_out, lora.r)
+    return tensors
+
+
+def predicted_adapter_bytes(config: Any, lora: LoraConfig) -> int:
+    """Size of ``adapter_model.safetensors``: the weights in ``lora.save_dtype`` plus the JSON header.
+
+    The header lists every tensor's name, dtype, shape and byte offsets (8 bytes of length first),
+    so its size is predicted by writing it out the way safetensors does.
+    """
+    width = DTYPE_BYTES[lora.save_dtype]
+    dtype = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}[lora.save_dtype]
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (rows, cols) in sorted(_adapter_tensors(config, lora).items()):
+        size = rows * cols * width
+        header[name] = {"dtype": dtype, "shape": [rows, cols], "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":"))
+    text += " " * (-len(text) % 8)  # safetensors pads the header to a multiple of 8 bytes
+    return 8 + len(text) + offset
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters of a loaded model; 4-bit weights count once per original weight."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2  # two 4-bit weights per stored byte
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def adapter_file_bytes(adapter_dir: str | Path) -> int:
+    return (Path(adapter_dir) / "adapter_model.safetensors").stat().st_size
+
+
+@dataclass
+class MemoryEstimate:
+    """Peak training memory in bytes, by component, for one device.
+
+    Assumptions: linear layers of the decoder quantized at ``bits`` (4-bit NF4 adds one
+    float32 absmax per 64 weights, or 8 bits per 64 plus float32 per 256 blocks with
+    double quantization); embeddings and norms stay in ``model.dtype``; LoRA weights,
+    their gradients and the two Adam moments in float32 (16 bytes per trainable
+    parameter); activations as stored by the decoder in ``compute dtype`` with gradient
+    checkpointing keeping one hidden state per layer and recomputing one layer at a
+    time, eager attention materialising the float32 score matrix of one layer; the
+    logits in float32 (three copies: logits, softcapped logits, log-softmax). CUDA
+    context, allocator fragmentation and kernels' workspaces are not counted.
+    """
+
+    profile: str
+    frozen_weights: int
+    lora_weights: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+    logits: int
+
+    @property
+    def total(self) -> int:
+        return (self.frozen_weights + self.lora_weights + self.gradients + self.optimizer_state
+                + self.activations + self.logits)
+
+    def as_gib(self) -> dict[str, float]:
+        parts = {k: v for k, v in self.__dict__.items() if k != "profile"}
+        return {**{k: v / 2**30 for k, v in parts.items()}, "total": self.total / 2**30}
+
+
+def decoder_linear_parameters(config: Any) -> int:
+    """Parameters of every attention and MLP projection of the decoder (what bitsandbytes quantizes)."""
+    c = text_config(config)
+    shapes = lora_layer_shapes(config, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    return sum(n_in * n_out for n_in, n_out in shapes.values()) * c.num_hidden_layers
+
+
+def total_parameters(config: Any) -> int:
+    """Every parameter of a Gemma causal LM with tied embeddings (embedding, projections, norms)."""
+    c = text_config(config)
+    norms_per_layer = 4 * c.hidden_size + (2 * c.head_dim if getattr(c, "model_type", "") == "gemma3_text" else 0)
+    return c.vocab_size * c.hidden_size + decoder_linear_parameters(config) + c.num_hidden_layers * norms_per_layer + c.hidden_size
+
+
+def quantized_bytes_per_weight(quantization: QuantizationConfig | None, dtype: str) -> float:
+    if quantization is None:
+        return DTYPE_BYTES[dtype]
+    if quantization.bits == 8:
+        return 1 + 4 / 4096  # int8 weights with row-wise float32 scales (approx.)
+    constants = (1 / NF4_BLOCK) * (1 + 4 / DOUBLE_QUANT_BLOCK) if quantization.double_quant else 4 / NF4_BLOCK
+    return 0.5 + constants
+
+
+def estimate_memory(profile: Profile, config: Any) -> MemoryEstimate:
+    """Peak training memory of a profile on the model ``config`` (see :class:`MemoryEstimate`)."""
+    c = text_config(config)
+    t = profile.training
+    linear = decoder_linear_parameters(config)
+    other = total_parameters(config) - linear
+    frozen = linear * quantized_bytes_per_weight(profile.quantization, profile.model.dtype) + other * DTYPE_BYTES[profile.model.dtype]
+    lora = predicted_lora_parameters(config, profile.lora)
+    tokens = t.per_device_batch_size * t.max_length
+    compute = DTYPE_BYTES[profile.quantization.compute_dtype if profile.quantization else profile.model.dtype]
+    if t.bf16:
+        compute = 2
+    # One decoder layer's saved tensors for backward: inputs of norms and projections, attention
+    # output, the MLP's gate, up, activation and product (4 x intermediate), plus the float32 scores.
+    per_layer = tokens * (10 * c.hidden_size + 4 * c.intermediate_size
+                          + 2 * c.num_attention_heads * c.head_dim) * compute
+    scores = t.per_device_batch_size * c.num_attention_heads * t.max_length**2 * 4 * 2  # scores and probabilities
+    layers = c.num_hidden_layers
+    if t.gradient_checkpointing:
+        activations = layers * tokens * c.hidden_size * compute + per_layer + scores
+    else:
+        activations = layers * (per_layer + scores)
+    logits = 3 * tokens * c.vocab_size * 4
+    return MemoryEstimate(
+        profile=profile.name,
+        frozen_weights=int(frozen),
+        lora_weights=4 * lora,
+        gradients=4 * lora,
+        optimizer_state=8 * lora,
+        activations=int(activations),
+        logits=logits,
+    )

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+
+from workings.profiles import LoraConfig, load_profile
+from workings.qlora import (
+    adapter_file_bytes,
+    bnb_config,
+    count_parameters,
+    estimate_memory,
+    load_model_config,
+    lora_config,
+    lora_layer_shapes,
+    predicted_adapter_bytes,
+    predicted_lora_parameters,
+    prepare_for_training,
+    total_parameters,
+)
+
+SEED_LORA = LoraConfig(r=32, alpha=64, save_dtype="bfloat16")
+
+
+def test_bnb_config_of_a100_is_nf4_double_quant_with_bf16_compute():
+    import torch
+
+    config = bnb_config(load_profile("a100").quantization)
+    assert config.load_in_4bit and not config.load_in_8bit
+    assert (config.bnb_4bit_quant_type, config.bnb_4bit_use_double_quant) == ("nf4", True)
+    assert config.bnb_4bit_compute_dtype == torch.bfloat16
+
+
+def test_lora_config_of_a100_wraps_the_seven_projections():
+    config = lora_config(load_profile("a100").lora)
+    assert (config.r, config.lora_alpha, config.lora_dropout, config.bias) == (32, 64, 0.05, "none")
+    assert sorted(config.target_modules) == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+def test_gemma2_2b_seed_adapter_has_41_5_million_parameters():
+    assert predicted_lora_parameters(load_model_config("google/gemma-2-2b-it"), SEED_LORA) == 41_533_440
+
+
+def test_gemma2_2b_seed_adapter_file_is_83_mb_in_bfloat16():
+    size = predicted_adapter_bytes(load_model_config("google/gemma-2-2b-it"), SEED_LORA)
+    assert 2 * 41_533_440 < size < 2 * 41_533_440 + 200_000  # the weights plus a JSON header
+    assert round(size / 1e6) == 83
+
+
+@pytest.mark.parametrize("model_id", ["google/gemma-2-2b-it", "google/gemma-3-1b-it"])
+def test_total_parameters_match_the_architecture_built_on_the_meta_device(model_id):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = load_model_config(model_id)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    assert total_parameters(config) == sum(p.numel() for p in model.parameters())
+
+
+def test_unknown_target_module_is_named():
+    with pytest.raises(ValueError, match=r"lora\.target_modules: \['qkv_proj'\] are not linear layers"):
+        lora_layer_shapes(load_model_config("google/gemma-2-2b-it"), ["q_proj", "qkv_proj"])
+
+
+@pytest.mark.parametrize("quantized", [True, False])
+def test_prediction_equals_the_trainable_parameters_of_the_wrapped_model(tiny_profile, quantized):
+    from workings.models import load_base_model
+
+    profile = tiny_profile({} if quantized else {"quantization": None})
+    model = prepare_for_training(load_base_model(profile), profile)
+    trainable, total = count_parameters(model)
+    config = load_model_config(profile.model.id)
+    assert trainable == predicted_lora_parameters(config, profile.lora)
+    assert total == total_parameters(config) + trainable
+    if quantized:
+        assert any(p.__class__.__name__ == "Params4bit" for p in model.parameters())
+
+
+def test_predicted_adapter_bytes_equal_the_saved_file(tiny_profile, tmp_path):
+    from workings.models import load_base_model
+
+    profile = tiny_profile()
+    model = prepare_for_training(load_base_model(profile), profile)
+    model.save_pretrained(tmp_path / "adapter")
+    config = load_model_config(profile.model.id)
+    assert adapter_file_bytes(tmp_path / "adapter") == predicted_adapter_bytes(config, profile.lora)
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert (saved["r"], saved["lora_alpha"]) == (profile.lora.r, profile.lora.alpha)
+
+
+def test_memory_estimate_puts_4bit_weights_at_about_a_quarter_of_bf16():
+    config = load_model_config("google/gemma-2-2b-it")
+    four, bf16 = estimate_memory(load_profile("a100"), config), estimate_memory(load_profile("a100-bf16"), config)
+    assert bf16.frozen_weights == 2 * total_parameters(config)
+    assert 0.3 < four.frozen_weights / bf16.frozen_weights < 0.45  # 4-bit projections, bf16 embedding
+    assert four.lora_weights == bf16.lora_weights == 4 * 41_533_440
+    assert four.optimizer_state == 2 * four.lora_weights
+    assert four.total < bf16.total < 40 * 2**30
+
+
+def test_memory_estimate_grows_with_batch_and_length_only_in_activations():
+    config = load_model_config("google/gemma-2-2b-it")
+    small = estimate_memory(load_profile("a100"), config)
+    big_profile = load_profile("a100")
+    big_profile.training.per_device_batch_size = 8
+    big = estimate_memory(big_profile, config)
+    assert big.frozen_weights == small.frozen_weights and big.optimizer_state == small.optimizer_state
+    assert big.activations > small.activations and big.logits == 2 * small.logits
