@@ -1,0 +1,334 @@
+"""Supervised fine-tuning with TRL's ``SFTTrainer`` on the mix of the data-curation stage.
+
+One call, :func:`train`, runs a profile: it checks the profile against the machine and
+the mix before loading anything, loads the (quantized) base, wraps it with LoRA, trains
+on prompt/completion rows with the loss on completion tokens only, evaluates on held-out
+rows, logs to TensorBoard, checkpoints, resumes, and saves the adapter.
+
+Stop token. Gemma's template closes every turn with ``<end_of_turn>\\n``. Generation stops
+at ``<end_of_turn>``, so training completions end exactly there: the trainer's
+``eos_token`` is ``<end_of_turn>``, the newline after it is never a target, and no
+``<eos>`` is appended (the model never sees one after a turn in chat).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workings.profiles import Profile, ProfileError
+
+END_OF_TURN = "<end_of_turn>"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite, or grew far past where it started."""
+
+
+def _where(profile: Profile) -> str:
+    return str(profile.path or profile.name)
+
+
+def check_environment(profile: Profile) -> None:
+    """Fail before any model is loaded when the machine cannot run the profile as written."""
+    import torch
+
+    t = profile.training
+    if t.device == "cuda" and not torch.cuda.is_available():
+        raise ProfileError(
+            f"{_where(profile)}: training.device: cuda, but this machine has no CUDA device "
+            f"(torch {torch.__version__}); run a cpu profile such as demo, or a GPU machine")
+    needs_bnb = profile.quantization is not None or "bnb" in t.optimizer or t.optimizer.startswith("paged_")
+    if needs_bnb:
+        try:
+            import bitsandbytes
+        except ImportError as err:
+            key = "quantization" if profile.quantization is not None else "training.optimizer"
+            raise ProfileError(f"{_where(profile)}: {key}: needs bitsandbytes, which does not import ({err})") from None
+        if profile.quantization is not None and t.device == "cpu":
+            major, minor = (int(x) for x in bitsandbytes.__version__.split(".")[:2])
+            if (major, minor) < (0, 46):
+                raise ProfileError(
+                    f"{_where(profile)}: quantization: 4-bit on cpu needs bitsandbytes >= 0.46 "
+                    f"(found {bitsandbytes.__version__}); upgrade it or remove the quantization section")
+    if t.packing:
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ProfileError(f"{_where(profile)}: training.packing: needs flash-attn, which is not installed")
+
+
+def check_mix(profile: Profile, train_rows: Any, report: dict[str, Any]) -> None:
+    """The mix must come from the profile's model (same tokenizer) and every row must fit ``training.max_length``."""
+    made_for = report.get("model")
+    if made_for is not None and made_for != profile.model.id:
+        raise ProfileError(
+            f"{_where(profile)}: model.id: the mix was built with the tokenizer of {made_for!r}, "
+            f"not {profile.model.id!r}; rebuild it (workings build-mix --profile {profile.name})")
+    lengths = train_rows["n_tokens"]
+    longest = max(lengths)
+    if longest > profile.training.max_length:
+        row = train_rows[lengths.index(longest)]
+        raise ProfileError(
+            f"{_where(profile)}: training.max_length: {profile.training.max_length} is below the longest "
+            f"row of the mix ({longest} tokens, id {row['id']}); raise it or rebuild the mix with a lower data.max_length")
+
+
+def training_rows(rows: Any, tokenizer: Any) -> Any:
+    """Prompt/completion columns for TRL, each completion ending exactly at ``<end_of_turn>``.
+
+    The mix's prompts are rendered by the chat template and so begin with ``<bos>``. TRL
+    tokenizes plain-text prompts with the tokenizer's special tokens, and Gemma's tokenizer
+    adds ``<bos>`` itself, so the rendered one is dropped here: the model sees one ``<bos>``,
+    exactly as at inference.
+    """
+    bos = tokenizer.bos_token
+    adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+
+    def cut(row: dict[str, str]) -> dict[str, str]:
+        completion = row["completion"].rstrip("\n")
+        if not completion.endswith(END_OF_TURN):
+            raise ValueError(f"row {row['id']}: completion does not end with {END_OF_TURN}: {completion[-40:]!r}")
+        prompt = row["prompt"]
+        if adds_bos and prompt.startswith(bos):
+            prompt = prompt[len(bos):]
+        return {"prompt": prompt, "completion": completion}
+
+    return rows.map(cut, remove_columns=[c for c in rows.column_names if c not in ("prompt", "completion")])
+
+
+def sft_config(profile: Profile, out_dir: str | Path, *, progress: bool = True) -> Any:
+    """TRL ``SFTConfig`` for a profile: every hyperparameter comes from the profile's training section."""
+    from trl import SFTConfig
+
+    t = profile.training
+    return SFTConfig(
+        output_dir=str(out_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps if t.max_steps is not None else -1,
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optimizer,
+        max_length=t.max_length,
+        packing=t.packing,
+        completion_only_loss=True,
+        eos_token=END_OF_TURN,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=t.bf16,
+        fp16=False,
+        use_cpu=t.device == "cpu",
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN loss must reach the divergence guard, not be averaged away
+        eval_strategy="steps",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",  # TensorBoard is attached with a fixed folder in :func:`train`
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+
+
+def divergence_guard(factor: float) -> Any:
+    """A callback that stops training with :class:`TrainingDiverged` on a NaN/inf or exploding loss."""
+    from transformers import TrainerCallback
+
+    class DivergenceGuard(TrainerCallback):
+        def __init__(self) -> None:
+            self.first: float | None = None
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is None:
+                return
+            step = state.global_step
+            saved = checkpoints(args.output_dir)
+            checkpoint = f"; the last good checkpoint is {saved[-1]}" if saved else ""
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training loss became {loss} at step {step}{checkpoint}. "
+                    "Lower training.learning_rate, check training.max_grad_norm, or look for broken rows in the mix.")
+            if self.first is None:
+                self.first = loss
+            elif loss > factor * self.first:
+                raise TrainingDiverged(
+                    f"training loss exploded at step {step}: {loss:.3f} is more than {factor}x the first logged "
+                    f"loss ({self.first:.3f}){checkpoint}. Lower training.learning_rate or raise training.warmup_ratio.")
+
+    return DivergenceGuard()
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    adapter_dir: Path
+    steps: int
+    seconds: float
+    log_history: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def save_adapter(model: Any, tokenizer: Any, out_dir: Path, dtype: str) -> Path:
+    """Save the LoRA adapter (weights cast to ``dtype``) and the tokenizer, atomically.
+
+    The folder loads with ``PeftModel.from_pretrained(base, out_dir)``.
+    """
+    import torch
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    from peft import get_peft_model_state_dict
+
+    state = {k: v.detach().to(getattr(torch, dtype)).contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    model.save_pretrained(tmp, state_dict=state)
+    tokenizer.save_pretrained(tmp)
+    old = out_dir.with_name(out_dir.name + ".old")
+    if out_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def checkpoints(out_dir: str | Path) -> list[Path]:
+    """Checkpoint folders of a run, oldest first."""
+    found = [p for p in Path(out_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
+                  callbacks: list[Any] | None = None) -> Any:
+    """Everything :func:`train` does before ``trainer.train()``: checks, data, model, trainer."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+    from trl import SFTTrainer
+
+    from workings.mix import load_mix
+    from workings.models import load_base_model, load_tokenizer
+    from workings.qlora import prepare_for_training
+
+    check_environment(profile)
+    train_rows, heldout_rows, report = load_mix(mix_dir)
+    check_mix(profile, train_rows, report)
+    eval_rows = profile.training.eval_rows
+    if eval_rows is not None and eval_rows < len(heldout_rows):
+        heldout_rows = heldout_rows.select(range(eval_rows))
+
+    import transformers
+
+    transformers.set_seed(profile.training.seed)
+    tokenizer = load_tokenizer(profile.model)
+    base = load_base_model(profile)
+    if profile.training.packing:  # measured on the loaded model, not assumed from its name
+        probe = [tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"][:64] for r in train_rows.select(range(2))]
+        check_packing(base, profile.model.attn_implementation, probe)
+    model = prepare_for_training(base, profile)
+    tensorboard = TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard")))
+    return SFTTrainer(
+        model=model,
+        args=sft_config(profile, out_dir, progress=progress),
+        train_dataset=training_rows(train_rows, tokenizer),
+        eval_dataset=training_rows(heldout_rows, tokenizer) if len(heldout_rows) else None,
+        processing_class=tokenizer,
+        callbacks=[divergence_guard(profile.training.divergence_factor), tensorboard, *(callbacks or [])],
+    )
+
+
+def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
+          overwrite: bool = False, progress: bool = True, callbacks: list[Any] | None = None) -> TrainResult:
+    """Fine-tune the profile's model on the mix in ``mix_dir``; write checkpoints, logs and ``adapter/`` to ``out_dir``.
+
+    ``resume`` continues from the newest checkpoint in ``out_dir``. A folder that already
+    holds checkpoints is never trained over unless ``resume`` or ``overwrite`` says so.
+    """
+    out_dir = Path(out_dir)
+    existing = checkpoints(out_dir) if out_dir.is_dir() else []
+    if resume and not existing:
+        raise FileNotFoundError(f"{out_dir}: no checkpoint-* folder to resume from")
+    if existing and not (resume or overwrite):
+        raise FileExistsError(
+            f"{out_dir} already holds {existing[-1].name}: pass resume=True to continue it "
+            "or overwrite=True to start again (which deletes it)")
+    if overwrite and not resume and out_dir.is_dir():
+        shutil.rmtree(out_dir)
+    trainer = build_trainer(profile, mix_dir, out_dir, progress=progress, callbacks=callbacks)
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(existing[-1]) if resume else None)
+    seconds = time.perf_counter() - start
+    trainer.save_state()  # trainer_state.json at the top of out_dir
+    adapter_dir = save_adapter(trainer.model, trainer.processing_class, out_dir / "adapter", profile.lora.save_dtype)
+    history = trainer.state.log_history
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    summary = {
+        "profile": profile.name,
+        "model": profile.model.id,
+        "mix": str(mix_dir),
+        "steps": trainer.state.global_step,
+        "seconds": round(seconds, 1),
+        "train_loss": output.training_loss,
+        "final_eval_loss": evals[-1] if evals else None,
+        "tokens_seen": trainer.state.num_input_tokens_seen,
+        "tokens_per_second": round(trainer.state.num_input_tokens_seen / seconds, 1) if seconds else None,
+        "resumed_from": existing[-1].name if resume else None,
+    }
+    (out_dir / "run.json").write_text(json.dumps(summary, indent=1))
+    return TrainResult(out_dir, adapter_dir, trainer.state.global_step, seconds, history, summary)
+
+
+def attention_leak(model: Any, sequences: list[list[int]], packed: bool = True) -> float:
+    """Largest logit difference between running ``sequences`` one by one and together.
+
+    ``packed`` concatenates them into one row with positions restarting at 0 for each, as
+    TRL's padding-free packing does; otherwise they are right-padded into a batch with an
+    attention mask. Zero (up to float error) means examples cannot see each other.
+    """
+    import torch
+
+    model_device = next(model.parameters()).device
+    with torch.no_grad():
+        alone = [model(input_ids=torch.tensor([s], device=model_device)).logits[0] for s in sequences]
+        if packed:
+            ids = torch.tensor([[t for s in sequences for t in s]], device=model_device)
+            positions = torch.tensor([[p for s in sequences for p in range(len(s))]], device=model_device)
+            together = model(input_ids=ids, position_ids=positions).logits[0]
+            rows, start = [], 0
+            for s in sequences:
+                rows.append(together[start : start + len(s)])
+                start += len(s)
+        else:
+            width = max(len(s) for s in sequences)
+            ids = torch.zeros((len(sequences), width), dtype=torch.long, device=model_device)
+            mask = torch.zeros_like(ids)
+            for i, s in enumerate(sequences):
+                ids[i, : len(s)] = torch.tensor(s)
+                mask[i, : len(s)] = 1
+            together = model(input_ids=ids, attention_mask=mask).logits
+            rows = [together[i, : len(s)] for i, s in enumerate(sequences)]
+    return max((a.float() - b.float()).abs().max().item() for a, b in zip(alone, rows))
+
+
+def check_packing(model: Any, attn_implementation: str, sequences: list[list[int]], tolerance: float = 1e-2) -> None:
+    """Refuse packing when packed examples attend to each other with this attention implementation."""
+    leak = attention_leak(model, sequences, packed=True)
+    if leak > tolerance:
+        raise ProfileError(
+            f"training.packing: packed examples attend to each other with {attn_implementation!r} attention "
+            f"(logits differ by up to {leak:.2f} from unpacked); turn packing off or use flash_attention_2")

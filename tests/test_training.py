@@ -1,0 +1,236 @@
+import json
+import math
+
+import pytest
+
+from workings.profiles import ProfileError
+from workings.training import (
+    END_OF_TURN,
+    TrainingDiverged,
+    attention_leak,
+    build_trainer,
+    check_environment,
+    check_mix,
+    check_packing,
+    checkpoints,
+    divergence_guard,
+    train,
+    training_rows,
+)
+
+SMALL_DATA = {
+    "max_length": 512,
+    "sources": [{"name": "synthetic", "converter": "synthetic", "synthetic": {"n": 48, "seed": 5}, "heldout": 8}],
+    "eval_sets": [],
+}
+# Six optimizer steps of two rows, a checkpoint every three, a log line every step.
+SHORT_RUN = {"max_steps": 6, "per_device_batch_size": 2, "save_steps": 3, "eval_steps": 3, "eval_rows": 4,
+             "logging_steps": 1, "warmup_ratio": 0.0, "learning_rate": 1.0e-3}
+
+
+@pytest.fixture
+def small_mix(tmp_path, tiny_profile):
+    from workings.mix import build_mix, save_mix
+    from workings.models import load_tokenizer
+
+    profile = tiny_profile({"data": SMALL_DATA})
+    mix = build_mix(profile.data, load_tokenizer(profile.model), progress=False)
+    return save_mix(mix, tmp_path / "mix", {"profile": profile.name, "model": profile.model.id})
+
+
+def short_profile(tiny_profile, **training):
+    return tiny_profile({"data": SMALL_DATA, "training": {**SHORT_RUN, **training}})
+
+
+def losses(history):
+    return [(h["step"], h["loss"]) for h in history if "loss" in h]
+
+
+# --- checks before anything is loaded ---------------------------------------------------
+
+def test_cuda_profile_on_a_machine_without_cuda_names_training_device(tiny_profile):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ProfileError, match=r"test\.yaml: training\.device: cuda, but this machine has no CUDA device"):
+        check_environment(tiny_profile({"training": {"device": "cuda"}}))
+
+
+def test_demo_4bit_profile_passes_the_machine_check_on_cpu(tiny_profile):
+    check_environment(tiny_profile())
+
+
+def test_mix_made_for_another_model_is_refused(tiny_profile, small_mix):
+    from workings.mix import load_mix
+
+    train_rows, _, report = load_mix(small_mix)
+    with pytest.raises(ProfileError, match=r"model\.id: the mix was built with the tokenizer of 'google/gemma-2-2b-it'"):
+        check_mix(tiny_profile(), train_rows, {**report, "model": "google/gemma-2-2b-it"})
+
+
+def test_mix_rows_longer_than_training_max_length_are_named(tiny_profile, small_mix):
+    from workings.mix import load_mix
+
+    train_rows, _, report = load_mix(small_mix)
+    profile = tiny_profile()
+    profile.training.max_length = 40
+    longest = max(train_rows["n_tokens"])
+    with pytest.raises(ProfileError, match=rf"training\.max_length: 40 is below the longest row of the mix \({longest} tokens, id "):
+        check_mix(profile, train_rows, report)
+
+
+PROMPT = "<start_of_turn>user\nQ<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_training_rows_end_exactly_at_end_of_turn_and_leave_bos_to_the_tokenizer(tokenizer):
+    from datasets import Dataset
+
+    rows = Dataset.from_list([{"id": "a", "prompt": "<bos>" + PROMPT,
+                               "completion": "<reasoning>r</reasoning>\n<answer>1</answer><end_of_turn>\n", "n_tokens": 9}])
+    assert training_rows(rows, tokenizer)[0] == {
+        "prompt": PROMPT, "completion": "<reasoning>r</reasoning>\n<answer>1</answer><end_of_turn>"}
+
+
+def test_training_row_without_end_of_turn_is_named(tokenizer):
+    from datasets import Dataset
+
+    rows = Dataset.from_list([{"id": "row-7", "prompt": "p", "completion": "<answer>1</answer>\n", "n_tokens": 3}])
+    with pytest.raises(ValueError, match=r"row row-7: completion does not end with <end_of_turn>"):
+        training_rows(rows, tokenizer)
+
+
+# --- what the trainer is fed --------------------------------------------------------------
+
+def test_loss_falls_on_completion_tokens_only_and_ends_at_end_of_turn(tiny_profile, small_mix):
+    from workings.mix import load_mix
+
+    trainer = build_trainer(short_profile(tiny_profile), small_mix, tiny_profile().path.parent / "run", progress=False)
+    tokenizer = trainer.processing_class
+    rows, _, _ = load_mix(small_mix)
+    row = rows[0]
+    example = trainer.train_dataset[0]
+    batch = trainer.data_collator([example])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    prompt_ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]  # rendered with one <bos>
+    assert prompt_ids[0] == tokenizer.bos_token_id and tokenizer.bos_token_id not in prompt_ids[1:]
+    completion_ids = tokenizer(row["completion"].rstrip("\n"), add_special_tokens=False)["input_ids"]
+    assert ids == prompt_ids + completion_ids  # no <bos> doubled, no <eos> appended
+    assert labels == [-100] * len(prompt_ids) + completion_ids
+    assert tokenizer.convert_ids_to_tokens(completion_ids[0]) == "<"
+    assert tokenizer.convert_ids_to_tokens(labels[-1]) == END_OF_TURN
+    assert tokenizer.convert_tokens_to_ids("<eos>") not in labels
+
+
+# --- packing ------------------------------------------------------------------------------
+
+def test_eager_attention_lets_packed_examples_see_each_other(random_tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(random_tiny_dir, attn_implementation="eager")
+    sequences = [[2, 10, 11, 12, 13, 14], [2, 20, 21, 22]]
+    assert attention_leak(model, sequences, packed=False) < 1e-4  # a padded batch keeps them apart
+    assert attention_leak(model, sequences, packed=True) > 1e-2
+
+
+def test_check_packing_refuses_an_attention_that_leaks(random_tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(random_tiny_dir, attn_implementation="eager")
+    with pytest.raises(ProfileError, match=r"training\.packing: packed examples attend to each other with 'eager' attention"):
+        check_packing(model, "eager", [[2, 10, 11, 12, 13, 14], [2, 20, 21, 22]])
+
+
+# --- the run: logs, checkpoints, resume, divergence -------------------------------------
+
+def test_a_run_writes_state_checkpoints_tensorboard_and_adapter(tiny_profile, small_mix, tmp_path):
+    result = train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False)
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["global_step"] == result.steps == 6
+    assert [p.name for p in checkpoints(tmp_path / "run")] == ["checkpoint-3", "checkpoint-6"]
+    assert [s for s, _ in losses(state["log_history"])] == [1, 2, 3, 4, 5, 6]
+    assert [h["step"] for h in state["log_history"] if "eval_loss" in h] == [3, 6]
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["steps"] == 6
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(step):
+    from transformers import TrainerCallback
+
+    class CrashAfter(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise Crash(f"killed at step {step}")
+
+    return CrashAfter()
+
+
+def test_resume_after_a_crash_gives_the_loss_sequence_of_an_unbroken_run(tiny_profile, small_mix, tmp_path):
+    profile = short_profile(tiny_profile)
+    unbroken = train(profile, small_mix, tmp_path / "unbroken", progress=False)
+    with pytest.raises(Crash):
+        train(profile, small_mix, tmp_path / "broken", progress=False, callbacks=[crash_after(4)])
+    assert [p.name for p in checkpoints(tmp_path / "broken")] == ["checkpoint-3"]
+    resumed = train(profile, small_mix, tmp_path / "broken", resume=True, progress=False)
+    assert resumed.summary["resumed_from"] == "checkpoint-3"
+    expected = losses(unbroken.log_history)
+    got = losses(resumed.log_history)
+    assert [s for s, _ in got] == [s for s, _ in expected]
+    assert [l for _, l in got] == pytest.approx([l for _, l in expected], abs=1e-4)
+
+
+def test_existing_checkpoints_are_never_trained_over_silently(tiny_profile, small_mix, tmp_path):
+    (tmp_path / "run" / "checkpoint-3").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match=r"already holds checkpoint-3: pass resume=True"):
+        train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "checkpoint-3").is_dir()
+
+
+def test_resume_without_a_checkpoint_says_so(tiny_profile, small_mix, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint-\\* folder to resume from"):
+        train(short_profile(tiny_profile), small_mix, tmp_path / "run", resume=True, progress=False)
+
+
+def guard_logs(values, tmp_path):
+    from types import SimpleNamespace
+
+    guard = divergence_guard(4.0)
+    for step, value in enumerate(values, 1):
+        guard.on_log(SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=step), None, logs={"loss": value})
+
+
+def test_divergence_guard_stops_on_nan(tmp_path):
+    (tmp_path / "checkpoint-2").mkdir()
+    with pytest.raises(TrainingDiverged, match=r"training loss became nan at step 3; the last good checkpoint is .*checkpoint-2"):
+        guard_logs([2.0, 1.5, math.nan], tmp_path)
+
+
+def test_divergence_guard_stops_when_loss_passes_four_times_the_first(tmp_path):
+    guard_logs([2.0, 7.9], tmp_path)  # below 4x: fine
+    with pytest.raises(TrainingDiverged, match=r"training loss exploded at step 2: 8\.100 is more than 4\.0x the first logged loss \(2\.000\)"):
+        guard_logs([2.0, 8.1], tmp_path)
+
+
+def poison_adapter_after(step):
+    """Overwrite one LoRA weight with NaN after ``step``, as a numerical blow-up would."""
+    import torch
+    from transformers import TrainerCallback
+
+    class Poison(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == step:
+                with torch.no_grad():
+                    next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(float("nan"))
+
+    return Poison()
+
+
+def test_a_nan_loss_stops_the_run_and_names_the_last_checkpoint(tiny_profile, small_mix, tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"training loss became nan at step 5; the last good checkpoint is .*checkpoint-3"):
+        train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False, callbacks=[poison_adapter_after(4)])
+    assert [p.name for p in checkpoints(tmp_path / "run")] == ["checkpoint-3"]
