@@ -49,3 +49,47 @@ def test_origin_table_lists_each_source():
 
     report = {"sources": {"a": {**REPORT["sources"]["a"], "origin": "local file x.jsonl"}}}
     assert origin_table(report).loc["a", "origin"] == "local file x.jsonl"
+
+
+def scored(correct):
+    from workings.evaluate import Scored
+
+    return Scored(question="q", gold="1", output="o", reasoning=None, answer=None, strict=False, lenient=False,
+                  correct=correct, last_number_correct=correct, truncated=False, new_tokens=3)
+
+
+def test_paired_counts_cross_tabulate_the_same_questions():
+    from workings.report import paired_counts
+
+    base = [scored(c) for c in (True, False, False, True, False)]
+    tuned = [scored(c) for c in (True, True, False, False, True)]
+    table = paired_counts(base, tuned)
+    assert table.loc["base right", "tuned right"] == 1 and table.loc["base right", "tuned wrong"] == 1
+    assert table.loc["base wrong", "tuned right"] == 2 and table.loc["base wrong", "tuned wrong"] == 1
+
+
+def test_log_history_merges_train_and_eval_entries_by_step():
+    from workings.report import log_history
+
+    state = {"log_history": [
+        {"step": 10, "loss": 2.0, "learning_rate": 1e-3},
+        {"step": 10, "eval_loss": 1.5},
+        {"step": 20, "loss": 1.0, "learning_rate": 5e-4},
+        {"step": 20, "train_runtime": 3.0, "train_loss": 1.5},
+    ]}
+    history = log_history(state)
+    assert list(history.index) == [10, 20]
+    assert history.loc[10, "eval_loss"] == 1.5 and history.loc[20, "loss"] == 1.0
+    assert "train_runtime" not in history
+
+
+def test_label_mask_table_marks_loss_from_the_first_completion_token(tokenizer):
+    from workings.report import label_mask_table
+    from workings.training import completion_labels
+
+    prompt = "<bos><start_of_turn>user\nWhat is 2 + 3?<end_of_turn>\n<start_of_turn>model\n"
+    ids, labels = completion_labels(tokenizer, prompt, "<answer>5</answer><end_of_turn>\n")
+    table = label_mask_table(tokenizer, ids, labels, first=2, last=2)
+    start = labels.index(next(label for label in labels if label != -100))
+    assert table.loc[start - 1, "loss"] == "" and table.loc[start, "loss"] == "yes"
+    assert table["token"].iloc[-1] == repr("<end_of_turn>") and table["loss"].iloc[-1] == "yes"

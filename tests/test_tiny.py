@@ -1,4 +1,4 @@
-from workings.tiny import TOKENIZER_RECIPE, tiny_tokenizer, train_tiny_tokenizer
+from workings.tiny import MODEL_RECIPE, TOKENIZER_RECIPE, tiny_tokenizer, train_tiny_tokenizer
 
 
 def test_tokenizer_training_is_deterministic():
@@ -19,3 +19,55 @@ def test_tokenizer_is_cached_by_recipe_hash(tmp_path, monkeypatch):
     second = tiny_tokenizer(recipe)
     assert (tmp_path / built[0] / "tokenizer.json").stat().st_mtime_ns == mtime  # loaded, not rebuilt
     assert first.get_vocab() == second.get_vocab()
+
+
+SMALL_MODEL = {
+    **MODEL_RECIPE,
+    "tokenizer": {**TOKENIZER_RECIPE, "corpus_rows": 200, "vocab_size": 500},
+    "corpus_rows": 40, "steps": 4, "batch_size": 4,
+}
+
+
+def test_pretraining_chats_answer_in_prose_and_never_with_our_tags(tokenizer):
+    from workings.chat import INSTRUCTION
+    from workings.tiny import pretraining_texts
+
+    texts = pretraining_texts(200, 7, tokenizer)
+    model_turns = [t.split("<start_of_turn>model\n", 1)[1] for t in texts]
+    assert all("<reasoning>" not in turn and "<answer>" not in turn for turn in model_turns)
+    assert all(turn.rstrip().endswith("<end_of_turn>") for turn in model_turns)
+    instructed = sum(INSTRUCTION in t for t in texts)
+    assert 60 < instructed < 140  # about half the user turns carry the instruction
+    assert any(turn.startswith("<p>") for turn in model_turns)
+
+
+def test_tiny_model_build_is_deterministic():
+    import torch
+
+    from workings.tiny import pretrain_tiny_model
+
+    first, _, losses_a = pretrain_tiny_model(SMALL_MODEL)
+    second, _, losses_b = pretrain_tiny_model(SMALL_MODEL)
+    assert losses_a == losses_b and losses_a[-1] < losses_a[0]
+    a, b = first.state_dict(), second.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tiny_model_is_built_once_per_recipe(tmp_path, monkeypatch):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from workings.tiny import tiny_model_dir
+
+    monkeypatch.setenv("WORKINGS_CACHE", str(tmp_path))
+    folder = tiny_model_dir(SMALL_MODEL, progress=False)
+    log = json.loads((folder / "pretraining.json").read_text())
+    assert log["recipe"] == SMALL_MODEL and len(log["losses"]) == 4
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert tiny_model_dir(SMALL_MODEL, progress=False) == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    other = tiny_model_dir({**SMALL_MODEL, "seed": 1}, progress=False)
+    assert other != folder
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert model.config.model_type == "gemma2" and model.generation_config.eos_token_id == [5, 1]

@@ -13,6 +13,7 @@ from workings.training import (
     check_mix,
     check_packing,
     checkpoints,
+    completion_labels,
     divergence_guard,
     train,
     training_rows,
@@ -117,6 +118,7 @@ def test_loss_falls_on_completion_tokens_only_and_ends_at_end_of_turn(tiny_profi
     completion_ids = tokenizer(row["completion"].rstrip("\n"), add_special_tokens=False)["input_ids"]
     assert ids == prompt_ids + completion_ids  # no <bos> doubled, no <eos> appended
     assert labels == [-100] * len(prompt_ids) + completion_ids
+    assert (ids, labels) == completion_labels(tokenizer, row["prompt"], row["completion"])
     assert tokenizer.convert_ids_to_tokens(completion_ids[0]) == "<"
     assert tokenizer.convert_ids_to_tokens(labels[-1]) == END_OF_TURN
     assert tokenizer.convert_tokens_to_ids("<eos>") not in labels
@@ -234,3 +236,15 @@ def test_a_nan_loss_stops_the_run_and_names_the_last_checkpoint(tiny_profile, sm
     with pytest.raises(TrainingDiverged, match=r"training loss became nan at step 5; the last good checkpoint is .*checkpoint-3"):
         train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False, callbacks=[poison_adapter_after(4)])
     assert [p.name for p in checkpoints(tmp_path / "run")] == ["checkpoint-3"]
+
+
+def test_train_command_trains_and_refuses_to_train_over_a_run(tiny_profile, small_mix, tmp_path, capsys):
+    from workings.cli import main
+
+    profile = short_profile(tiny_profile)
+    args = ["train", "--profile", str(profile.path), "--mix", str(small_mix), "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(args) == 0
+    assert "6 steps in" in capsys.readouterr().out
+    with pytest.raises(FileExistsError, match="pass resume=True"):
+        main(args)
+    assert main([*args, "--resume"]) == 0

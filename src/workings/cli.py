@@ -1,4 +1,4 @@
-"""Command line: ``workings build-mix --profile demo``."""
+"""Command line: ``workings build-mix --profile demo``, ``workings train --profile demo``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,20 @@ def build_mix_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_command(args: argparse.Namespace) -> int:
+    from workings.mix import ensure_mix
+    from workings.training import train
+
+    profile = load_profile(args.profile)
+    mix_dir = args.mix or ensure_mix(profile, progress=not args.quiet)
+    out = args.out or run_dir(profile) / "sft"
+    result = train(profile, mix_dir, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    s = result.summary
+    print(f"{result.adapter_dir}: {s['steps']} steps in {s['seconds']}s, train loss {s['train_loss']:.3f}, "
+          f"held-out loss {s['final_eval_loss']}, {s['tokens_per_second']} tokens/s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="workings", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     mix.add_argument("--quiet", action="store_true", help="no progress bars")
     mix.add_argument("--verbose", action="store_true", help="print the drop counts")
     mix.set_defaults(func=build_mix_command)
+    run = commands.add_parser("train", help="fine-tune the profile's model on its mix (SFT with LoRA/QLoRA)")
+    run.add_argument("--profile", default="demo", help="profile name or YAML path")
+    run.add_argument("--mix", default=None, help="mix folder (default: runs/<profile>/mix, built if missing)")
+    run.add_argument("--out", default=None, help="run folder (default: runs/<profile>/sft)")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    again.add_argument("--overwrite", action="store_true", help="delete the run folder's checkpoints and start again")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=train_command)
     args = parser.parse_args(argv)
     return args.func(args)
 

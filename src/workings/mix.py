@@ -440,3 +440,17 @@ def _load_split(path: Path) -> Any:
     if json.loads((path / "state.json").read_text()).get("_data_files"):
         return datasets.load_from_disk(str(path))
     return datasets.Dataset(pa.Table.from_pylist([], schema=_features().arrow_schema))
+
+
+def ensure_mix(profile: Any, *, progress: bool = True) -> Path:
+    """The profile's mix folder (``runs/<profile>/mix``), built and saved first if it is missing
+    or was built for another model."""
+    from workings.models import load_tokenizer
+    from workings.profiles import run_dir
+
+    out_dir = run_dir(profile) / "mix"
+    report_file = out_dir / "report.json"
+    if report_file.is_file() and json.loads(report_file.read_text()).get("model") == profile.model.id:
+        return out_dir
+    mix = build_mix(profile.data, load_tokenizer(profile.model), progress=progress)
+    return save_mix(mix, out_dir, {"profile": profile.name, "model": profile.model.id})

@@ -209,6 +209,9 @@ class TrainingConfig:
     save_steps: int = 500
     save_total_limit: int | None = 3
     divergence_factor: float = 4.0  # stop when a logged loss exceeds this multiple of the first one
+    # What the book does when the run folder already holds checkpoints: restart (the demo's few
+    # minutes) or resume (a GPU run of hours continues where it stopped; a finished one is kept).
+    rerun: str = "resume"
 
     def validate(self, key: str) -> None:
         _check(self.device in ("cuda", "cpu"), f"{key}.device", f"must be cuda or cpu, got {self.device!r}")
@@ -225,12 +228,32 @@ class TrainingConfig:
         _check(self.eval_rows is None or self.eval_rows > 0, f"{key}.eval_rows", "must be positive or null")
         _check(self.save_total_limit is None or self.save_total_limit > 0, f"{key}.save_total_limit", "must be positive or null")
         _check(self.divergence_factor > 1, f"{key}.divergence_factor", f"must be above 1, got {self.divergence_factor}")
+        _check(self.rerun in ("resume", "restart"), f"{key}.rerun", f"must be resume or restart, got {self.rerun!r}")
         if self.device == "cpu":
             _check(not self.optimizer.startswith("paged_"), f"{key}.optimizer", f"{self.optimizer} pages optimizer state through CUDA; use adamw_torch on cpu")
 
     @property
     def effective_batch_size(self) -> int:
         return self.per_device_batch_size * self.gradient_accumulation_steps
+
+
+@dataclass
+class EvaluationConfig:
+    """How models are asked: generation length and batch, and the sampled run's temperature and top-p."""
+
+    max_new_tokens: int = 1024
+    batch_size: int = 16
+    temperature: float = 0.7  # of the sampled run; the main measurement is greedy
+    top_p: float = 0.95
+    seed: int = 0
+    heldout_rows: int | None = None  # graded held-out rows of the mix asked after training (all when null)
+
+    def validate(self, key: str) -> None:
+        _check(self.max_new_tokens > 0, f"{key}.max_new_tokens", f"must be positive, got {self.max_new_tokens}")
+        _check(self.batch_size > 0, f"{key}.batch_size", f"must be positive, got {self.batch_size}")
+        _check(self.temperature > 0, f"{key}.temperature", f"must be positive, got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"{key}.top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(self.heldout_rows is None or self.heldout_rows > 0, f"{key}.heldout_rows", "must be positive or null")
 
 
 @dataclass
@@ -242,6 +265,7 @@ class Profile:
     quantization: QuantizationConfig | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     path: Path | None = None  # the file it was read from; not a key in the file
 
     def validate(self, key: str = "") -> None:
@@ -251,6 +275,7 @@ class Profile:
             self.quantization.validate("quantization")
         self.lora.validate("lora")
         self.training.validate("training")
+        self.evaluation.validate("evaluation")
         _check(self.training.max_length >= self.data.max_length, "training.max_length",
                f"{self.training.max_length} is below data.max_length ({self.data.max_length}): rows the mix keeps would be cut")
         _check(not self.training.packing or self.model.attn_implementation in PACKING_SAFE_ATTENTION, "training.packing",

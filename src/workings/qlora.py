@@ -78,16 +78,17 @@ def prepare_for_training(model: Any, profile: Profile) -> Any:
 
 
 def load_model_config(model_id: str, revision: str | None = None) -> Any:
-    """A model's config: from the Hub or a local folder, else the copy shipped for the profiles' models."""
+    """A model's config: from a local folder, the copy shipped for the profiles' Hub models, or the Hub.
+
+    The shipped copies (``model_configs/``) are the published ``config.json`` files of the
+    models the profiles name, so predictions need no network and no licence acceptance.
+    """
     from transformers import AutoConfig
 
-    try:
-        return AutoConfig.from_pretrained(model_id, revision=revision)
-    except OSError:
-        shipped = MODEL_CONFIG_DIR / f"{model_id.replace('/', '--')}.json"
-        if not shipped.is_file():
-            raise
+    shipped = MODEL_CONFIG_DIR / f"{model_id.replace('/', '--')}.json"
+    if not Path(model_id).is_dir() and shipped.is_file():
         return AutoConfig.for_model(**json.loads(shipped.read_text()))
+    return AutoConfig.from_pretrained(model_id, revision=revision)
 
 
 def text_config(config: Any) -> Any:

@@ -102,6 +102,17 @@ def training_rows(rows: Any, tokenizer: Any) -> Any:
     return rows.map(cut, remove_columns=[c for c in rows.column_names if c not in ("prompt", "completion")])
 
 
+def completion_labels(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """Input ids and labels of one row as the trainer builds them: -100 (no loss) on the prompt,
+    the token itself on every completion token up to ``<end_of_turn>``.
+
+    ``prompt`` is the rendered prompt with its one ``<bos>``; a test checks this against TRL's collator.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completion.rstrip("\n"), add_special_tokens=False)["input_ids"]
+    return prompt_ids + completion_ids, [-100] * len(prompt_ids) + completion_ids
+
+
 def sft_config(profile: Profile, out_dir: str | Path, *, progress: bool = True) -> Any:
     """TRL ``SFTConfig`` for a profile: every hyperparameter comes from the profile's training section."""
     from trl import SFTConfig
@@ -291,6 +302,21 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
     }
     (out_dir / "run.json").write_text(json.dumps(summary, indent=1))
     return TrainResult(out_dir, adapter_dir, trainer.state.global_step, seconds, history, summary)
+
+
+def run_profile(profile: Profile, *, progress: bool = True) -> TrainResult:
+    """Train a profile the way the book does: its mix (built if missing) into ``runs/<profile>/sft``.
+
+    An existing run is restarted or resumed as ``training.rerun`` says.
+    """
+    from workings.mix import ensure_mix
+    from workings.profiles import run_dir
+
+    mix_dir = ensure_mix(profile, progress=progress)
+    out_dir = run_dir(profile) / "sft"
+    existing = checkpoints(out_dir) if out_dir.is_dir() else []
+    resume = bool(existing) and profile.training.rerun == "resume"
+    return train(profile, mix_dir, out_dir, resume=resume, overwrite=not resume, progress=progress)
 
 
 def attention_leak(model: Any, sequences: list[list[int]], packed: bool = True) -> float:
