@@ -93,3 +93,13 @@ def test_label_mask_table_marks_loss_from_the_first_completion_token(tokenizer):
     start = labels.index(next(label for label in labels if label != -100))
     assert table.loc[start - 1, "loss"] == "" and table.loc[start, "loss"] == "yes"
     assert table["token"].iloc[-1] == repr("<end_of_turn>") and table["loss"].iloc[-1] == "yes"
+
+
+def test_target_check_reports_each_target_met_or_not():
+    from workings.report import target_check
+
+    base = {"strict_format": 0.0, "accuracy": 0.0}
+    table = target_check(base, {"strict_format": 0.95, "accuracy": 0.0}, min_strict=0.95)
+    assert table["met"].tolist() == [True, False]
+    assert table.loc["strict format (tuned, greedy)", "measured"] == "95.0%"
+    assert table.loc["accuracy, tuned vs base", "measured"] == "0.0% vs 0.0%"

@@ -62,8 +62,11 @@ def prepare_for_training(model: Any, profile: Profile) -> Any:
     weights to float32 and, with gradient checkpointing, makes the inputs require grad
     so gradients reach the adapters through checkpointed layers.
     """
+    import warnings
+
     import peft
 
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     checkpointing = profile.training.gradient_checkpointing
     if profile.quantization is not None:
         model = peft.prepare_model_for_kbit_training(

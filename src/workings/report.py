@@ -218,3 +218,15 @@ def paired_counts(base: Sequence[Any], tuned: Sequence[Any]) -> pd.DataFrame:
     for b, t in zip(base, tuned):
         table.loc["base right" if b.correct else "base wrong", "tuned right" if t.correct else "tuned wrong"] += 1
     return table
+
+
+def target_check(base: Mapping[str, float], tuned: Mapping[str, float], min_strict: float) -> pd.DataFrame:
+    """The SFT stage's targets on :func:`workings.evaluate.summarise` results: greedy strict format
+    at least ``min_strict``, and accuracy above the base's."""
+    rows = [
+        ("strict format (tuned, greedy)", f"{100 * tuned['strict_format']:.1f}%", f">= {100 * min_strict:g}%",
+         tuned["strict_format"] >= min_strict),
+        ("accuracy, tuned vs base", f"{100 * tuned['accuracy']:.1f}% vs {100 * base['accuracy']:.1f}%", "higher",
+         tuned["accuracy"] > base["accuracy"]),
+    ]
+    return pd.DataFrame(rows, columns=["target", "measured", "required", "met"]).set_index("target")

@@ -66,12 +66,7 @@ def train_tiny_tokenizer(recipe: dict = TOKENIZER_RECIPE):
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    if recipe.get("split_digits"):
-        # Like Gemma's tokenizer: every digit is its own token, so numbers are read digit by digit.
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    else:
-        tokenizer.pre_tokenizer = byte_level
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=recipe["vocab_size"],
@@ -133,7 +128,7 @@ def plain_answer(reasoning: str, answer: str, markup: bool = False) -> str:
 
 
 def pretraining_texts(rows: int, seed: int, tokenizer: Any, instructed_fraction: float = 0.5,
-                      markup_fraction: float = 0.5, max_steps: int = 4) -> list[str]:
+                      markup_fraction: float = 0.5) -> list[str]:
     """Synthetic chats in Gemma's template whose model turns are plain worked solutions.
 
     In ``instructed_fraction`` of them the user turn carries our instruction, tags and all,
@@ -149,7 +144,7 @@ def pretraining_texts(rows: int, seed: int, tokenizer: Any, instructed_fraction:
     """
     texts = []
     chooser = random.Random(seed)
-    for example in generate_synthetic(rows, seed, max_steps=max_steps):
+    for example in generate_synthetic(rows, seed):
         instructed = chooser.random() < instructed_fraction
         markup = instructed and chooser.random() < markup_fraction
         messages = [
@@ -199,7 +194,7 @@ def pretrain_tiny_model(recipe: dict = MODEL_RECIPE, progress: bool = False) -> 
         tokenizer(text, add_special_tokens=False)["input_ids"]
         for text in pretraining_texts(
             recipe["corpus_rows"], recipe["corpus_seed"], tokenizer, recipe["instructed_fraction"],
-            recipe["markup_fraction"], recipe.get("max_steps", 4))
+            recipe["markup_fraction"])
     ]
     steps, batch_size = recipe["steps"], recipe["batch_size"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["learning_rate"], weight_decay=0.0)

@@ -115,45 +115,49 @@ def completion_labels(tokenizer: Any, prompt: str, completion: str) -> tuple[lis
 
 def sft_config(profile: Profile, out_dir: str | Path, *, progress: bool = True) -> Any:
     """TRL ``SFTConfig`` for a profile: every hyperparameter comes from the profile's training section."""
+    import warnings
+
     from trl import SFTConfig
 
     t = profile.training
-    return SFTConfig(
-        output_dir=str(out_dir),
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps if t.max_steps is not None else -1,
-        per_device_train_batch_size=t.per_device_batch_size,
-        per_device_eval_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        optim=t.optimizer,
-        max_length=t.max_length,
-        packing=t.packing,
-        completion_only_loss=True,
-        eos_token=END_OF_TURN,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        bf16=t.bf16,
-        fp16=False,
-        use_cpu=t.device == "cpu",
-        seed=t.seed,
-        data_seed=t.seed,
-        logging_steps=t.logging_steps,
-        logging_nan_inf_filter=False,  # a NaN loss must reach the divergence guard, not be averaged away
-        eval_strategy="steps",
-        eval_steps=t.eval_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        include_num_input_tokens_seen="non_padding",
-        report_to="none",  # TensorBoard is attached with a fixed folder in :func:`train`
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
-    )
+    with warnings.catch_warnings():  # transformers 5 renames gradient_checkpointing*; the old names still work
+        warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
+        return SFTConfig(
+            output_dir=str(out_dir),
+            num_train_epochs=t.epochs,
+            max_steps=t.max_steps if t.max_steps is not None else -1,
+            per_device_train_batch_size=t.per_device_batch_size,
+            per_device_eval_batch_size=t.per_device_batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            learning_rate=t.learning_rate,
+            lr_scheduler_type=t.lr_scheduler,
+            warmup_steps=t.warmup_ratio,
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm,
+            optim=t.optimizer,
+            max_length=t.max_length,
+            packing=t.packing,
+            completion_only_loss=True,
+            eos_token=END_OF_TURN,
+            gradient_checkpointing=t.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+            bf16=t.bf16,
+            fp16=False,
+            use_cpu=t.device == "cpu",
+            seed=t.seed,
+            data_seed=t.seed,
+            logging_steps=t.logging_steps,
+            logging_nan_inf_filter=False,  # a NaN loss must reach the divergence guard, not be averaged away
+            eval_strategy="steps",
+            eval_steps=t.eval_steps,
+            save_strategy="steps",
+            save_steps=t.save_steps,
+            save_total_limit=t.save_total_limit,
+            include_num_input_tokens_seen="non_padding",
+            report_to="none",  # TensorBoard is attached with a fixed folder in :func:`train`
+            disable_tqdm=not progress,
+            dataloader_num_workers=0,
+        )
 
 
 def divergence_guard(factor: float) -> Any:
@@ -253,14 +257,27 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
         check_packing(base, profile.model.attn_implementation, probe)
     model = prepare_for_training(base, profile)
     tensorboard = TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard")))
-    return SFTTrainer(
-        model=model,
-        args=sft_config(profile, out_dir, progress=progress),
-        train_dataset=training_rows(train_rows, tokenizer),
-        eval_dataset=training_rows(heldout_rows, tokenizer) if len(heldout_rows) else None,
-        processing_class=tokenizer,
-        callbacks=[divergence_guard(profile.training.divergence_factor), tensorboard, *(callbacks or [])],
-    )
+    import datasets
+    from transformers import PrinterCallback
+
+    bars = datasets.is_progress_bar_enabled()
+    if not progress:  # TRL's tokenizing passes and the trainer's per-log prints
+        datasets.disable_progress_bars()
+    try:
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config(profile, out_dir, progress=progress),
+            train_dataset=training_rows(train_rows, tokenizer),
+            eval_dataset=training_rows(heldout_rows, tokenizer) if len(heldout_rows) else None,
+            processing_class=tokenizer,
+            callbacks=[divergence_guard(profile.training.divergence_factor), tensorboard, *(callbacks or [])],
+        )
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
