@@ -183,7 +183,9 @@ def test_resume_after_a_crash_gives_the_loss_sequence_of_an_unbroken_run(tiny_pr
     expected = losses(unbroken.log_history)
     got = losses(resumed.log_history)
     assert [s for s, _ in got] == [s for s, _ in expected]
-    assert [l for _, l in got] == pytest.approx([l for _, l in expected], abs=1e-4)
+    # float32 sums are not bitwise reproducible across a reload; a wrong resume (fresh optimizer,
+    # other data order) moves them further than this
+    assert [l for _, l in got] == pytest.approx([l for _, l in expected], rel=5e-5)
 
 
 def test_existing_checkpoints_are_never_trained_over_silently(tiny_profile, small_mix, tmp_path):
