@@ -224,7 +224,7 @@ def save_adapter(model: Any, tokenizer: Any, out_dir: Path, dtype: str) -> Path:
 
 
 def checkpoints(out_dir: str | Path) -> list[Path]:
-    """Checkpoint folders of a run, oldest first."""
+    """Checkpoint folders of a run, oldest first (none when the folder does not exist)."""
     found = [p for p in Path(out_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
@@ -288,7 +288,7 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
     holds checkpoints is never trained over unless ``resume`` or ``overwrite`` says so.
     """
     out_dir = Path(out_dir)
-    existing = checkpoints(out_dir) if out_dir.is_dir() else []
+    existing = checkpoints(out_dir)
     if resume and not existing:
         raise FileNotFoundError(f"{out_dir}: no checkpoint-* folder to resume from")
     if existing and not (resume or overwrite):
@@ -331,7 +331,7 @@ def run_profile(profile: Profile, *, progress: bool = True) -> TrainResult:
 
     mix_dir = ensure_mix(profile, progress=progress)
     out_dir = run_dir(profile) / "sft"
-    existing = checkpoints(out_dir) if out_dir.is_dir() else []
+    existing = checkpoints(out_dir)
     resume = bool(existing) and profile.training.rerun == "resume"
     return train(profile, mix_dir, out_dir, resume=resume, overwrite=not resume, progress=progress)
 
