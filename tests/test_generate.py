@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from workings.generate import SamplingConfig, generate, stop_token_ids
@@ -58,3 +60,98 @@ def test_sampling_is_reproducible_from_its_seed(model, tokenizer):
     a = generate(model, tokenizer, QUESTIONS, sampled)
     b = generate(model, tokenizer, QUESTIONS, sampled)
     assert [g.text for g in a] == [g.text for g in b]
+
+
+# --- streaming to JSONL and resuming ------------------------------------------------------
+
+from workings.generate import Answer, Engine, HFEngine, ask  # noqa: E402
+
+SAMPLED = SamplingConfig(max_new_tokens=6, temperature=1.0, top_p=0.9, seed=7, batch_size=1)
+
+
+class Interrupted(Exception):
+    pass
+
+
+class CountingEngine(HFEngine):
+    """The real HF engine, counting batches and optionally dying before batch ``die_at``."""
+
+    def __init__(self, model, tokenizer, die_at=None):
+        super().__init__(model, tokenizer)
+        self.batches, self.die_at = 0, die_at
+
+    def generate_batch(self, prompts, sampling, seed):
+        if self.die_at is not None and self.batches == self.die_at:
+            raise Interrupted("killed")
+        self.batches += 1
+        return super().generate_batch(prompts, sampling, seed)
+
+
+def test_generations_stream_to_jsonl_with_their_ids_and_settings(model, tokenizer, tmp_path):
+    out = tmp_path / "gen.jsonl"
+    gens = generate(model, tokenizer, QUESTIONS, SAMPLED, out=out, ids=["a", "b", "c"], settings={"model": "m"})
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == ["a", "b", "c"]
+    by_id = {r["id"]: r for r in records}
+    assert [by_id[i]["text"] for i in "abc"] == [g.text for g in gens]
+    assert by_id["a"]["settings"] == {"model": "m", "sampling": {"max_new_tokens": 6, "temperature": 1.0, "top_p": 0.9,
+                                                                  "seed": 7, "batch_size": 1}}
+
+
+def test_an_interrupted_run_resumes_where_it_stopped_and_matches_an_unbroken_one(model, tokenizer, tmp_path):
+    unbroken = generate(model, tokenizer, QUESTIONS, SAMPLED)
+    out = tmp_path / "gen.jsonl"
+    with pytest.raises(Interrupted):
+        generate(CountingEngine(model, tokenizer, die_at=2), tokenizer, QUESTIONS, SAMPLED, out=out)
+    assert len(out.read_text().splitlines()) == 2
+    resumed_engine = CountingEngine(model, tokenizer)
+    resumed = generate(resumed_engine, tokenizer, QUESTIONS, SAMPLED, out=out)
+    assert resumed_engine.batches == 1
+    assert [g.text for g in resumed] == [g.text for g in unbroken]
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_a_record_torn_by_the_interruption_is_dropped_and_asked_again(model, tokenizer, tmp_path):
+    out = tmp_path / "gen.jsonl"
+    complete = generate(model, tokenizer, QUESTIONS, SAMPLED, out=out)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text(lines[0] + lines[1][:25])
+    engine = CountingEngine(model, tokenizer)
+    again = generate(engine, tokenizer, QUESTIONS, SAMPLED, out=out)
+    assert engine.batches == 2 and [g.text for g in again] == [g.text for g in complete]
+
+
+def test_a_file_written_with_other_settings_is_refused_not_mixed(model, tokenizer, tmp_path):
+    out = tmp_path / "gen.jsonl"
+    generate(model, tokenizer, QUESTIONS[:1], SAMPLED, out=out, settings={"adapter": "one"})
+    with pytest.raises(ValueError, match=r"gen\.jsonl, line 1: written with other generation settings"):
+        generate(model, tokenizer, QUESTIONS[:1], SAMPLED, out=out, settings={"adapter": "two"})
+
+
+def test_question_ids_must_be_unique(model, tokenizer):
+    with pytest.raises(ValueError, match=r"ids must be unique; repeated: \['x'\]"):
+        generate(model, tokenizer, QUESTIONS[:2], SAMPLED, ids=["x", "x"])
+
+
+# --- one question ---------------------------------------------------------------------------
+
+class Scripted(Engine):
+    """Replies with fixed text (tokenized by the real tokenizer), for checking how a reply is split."""
+
+    def __init__(self, tokenizer, text):
+        self.ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<end_of_turn>")]
+        self.stops = stop_token_ids(tokenizer)
+
+    def generate_batch(self, prompts, sampling, seed):
+        return [(self.ids[:-1], True) for _ in prompts]
+
+
+def test_ask_splits_a_well_formed_reply_into_reasoning_and_answer(tokenizer):
+    answer = ask("What is 3 + 4?", Scripted(tokenizer, "<reasoning>3 + 4 = 7</reasoning>\n<answer>7</answer>"), tokenizer)
+    assert (answer.reasoning, answer.answer, answer.strict) == ("3 + 4 = 7", "7", True)
+    assert answer.as_text() == "reasoning:\n3 + 4 = 7\n\nanswer: 7"
+
+
+def test_ask_shows_the_raw_reply_when_it_is_not_well_formed():
+    text = Answer("q", None, None, False, "It is 7.").as_text()
+    assert text.startswith("reasoning:\n(none)\n\nanswer: (none)") and text.endswith("raw output below)\nIt is 7.")

@@ -113,6 +113,7 @@ def with_section(tmp_path, section):
     ("quantization: {bits: 3}", "quantization.bits"),
     ("quantization: {quant_type: int4}", "quantization.quant_type"),
     ("model: {id: tiny, dtype: float8}", "model.dtype"),
+    ("evaluation: {engine: tgi}", "evaluation.engine"),
 ])
 def test_impossible_training_values_name_their_key(tmp_path, section, key):
     with pytest.raises(ProfileError, match=re.escape(f"p.yaml: {key}: ")):
@@ -192,3 +193,14 @@ def test_extends_cycle_is_refused(tmp_path):
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(ProfileError, match="extends: profiles extend each other in a cycle"):
         load_profile(tmp_path / "a.yaml")
+
+
+def test_eval_set_gold_format_is_checked(tmp_path):
+    text = GOOD + "  eval_sets:\n    - {name: e, path: e.jsonl, gold: hashes}\n"
+    with pytest.raises(ProfileError, match=re.escape("data.eval_sets[0].gold: must be one of plain, gsm8k, boxed")):
+        load_profile(write(tmp_path, text))
+
+
+def test_evaluation_adapter_resolves_against_the_profile_file(tmp_path):
+    profile = load_profile(with_section(tmp_path, "evaluation: {adapter: runs/checkpoint-17835}"))
+    assert profile.evaluation.adapter == str(tmp_path / "runs" / "checkpoint-17835")

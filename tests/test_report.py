@@ -1,3 +1,6 @@
+import json
+
+import pytest
 import matplotlib
 
 matplotlib.use("Agg")
@@ -54,8 +57,8 @@ def test_origin_table_lists_each_source():
 def scored(correct):
     from workings.evaluate import Scored
 
-    return Scored(question="q", gold="1", output="o", reasoning=None, answer=None, strict=False, lenient=False,
-                  correct=correct, last_number_correct=correct, truncated=False, new_tokens=3)
+    return Scored(id="0", question="q", gold="1", output="o", reasoning=None, answer=None, strict=False, lenient=False,
+                  correct=correct, last_number_correct=correct, truncated=False, new_tokens=3, reasoning_tokens=0)
 
 
 def test_paired_counts_cross_tabulate_the_same_questions():
@@ -103,3 +106,107 @@ def test_target_check_reports_each_target_met_or_not():
     assert table["met"].tolist() == [True, False]
     assert table.loc["strict format (tuned, greedy)", "measured"] == "95.0%"
     assert table.loc["accuracy, tuned vs base", "measured"] == "0.0% vs 0.0%"
+
+
+def test_log_history_keeps_steps_that_also_log_runtime_and_drops_the_closing_summary():
+    from workings.report import log_history
+
+    state = {"log_history": [  # transformers 5 logs runtime and tokens/s with every training step
+        {"step": 10, "loss": 2.0, "train_runtime": 11.0, "num_input_tokens_seen": 1100},
+        {"step": 20, "loss": 1.0, "train_runtime": 21.0, "num_input_tokens_seen": 3100},
+        {"step": 20, "train_runtime": 21.5, "train_loss": 1.5},
+    ]}
+    history = log_history(state)
+    assert history["loss"].tolist() == [2.0, 1.0] and "train_loss" not in history
+
+
+def test_tokens_per_second_between_logs():
+    from workings.report import log_history, tokens_per_second
+
+    history = log_history({"log_history": [
+        {"step": 10, "loss": 2.0, "train_runtime": 11.0, "num_input_tokens_seen": 1100},
+        {"step": 20, "loss": 1.0, "train_runtime": 21.0, "num_input_tokens_seen": 3100},
+    ]})
+    assert tokens_per_second(history).tolist() == [100.0, 200.0]
+
+
+SEED_STATE = {  # the shape of an older run's checkpoint: no token counts logged
+    "global_step": 20, "max_steps": 20,
+    "log_history": [
+        {"epoch": 0.5, "grad_norm": 0.8, "learning_rate": 2e-4, "loss": 1.9, "step": 10},
+        {"epoch": 1.0, "grad_norm": 0.5, "learning_rate": 1e-4, "loss": 1.2, "step": 20},
+    ],
+}
+
+
+def seed_checkpoint(folder):
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps(SEED_STATE))
+    (folder / "training_args.bin").write_bytes(b"not a pickle: opening this would fail")
+    return folder
+
+
+def test_trainer_state_is_read_from_a_checkpoint_folder_as_json_only(tmp_path):
+    from workings.report import load_trainer_state
+
+    folder = seed_checkpoint(tmp_path / "checkpoint-17835")
+    assert load_trainer_state(folder) == SEED_STATE
+
+
+def test_a_run_folder_gives_its_newest_checkpoints_state(tmp_path):
+    from workings.report import find_trainer_state
+
+    seed_checkpoint(tmp_path / "checkpoint-9")
+    seed_checkpoint(tmp_path / "checkpoint-10")
+    assert find_trainer_state(tmp_path) == tmp_path / "checkpoint-10" / "trainer_state.json"
+
+
+def test_a_folder_without_trainer_state_is_named(tmp_path):
+    from workings.report import find_trainer_state
+
+    with pytest.raises(FileNotFoundError, match="no trainer_state.json here or in a checkpoint"):
+        find_trainer_state(tmp_path)
+
+
+def test_training_curves_mark_what_the_run_did_not_log():
+    from workings.report import training_curves
+
+    fig = training_curves(SEED_STATE, "seed run")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts == ["not logged"]  # tokens/s only: loss, learning rate and grad norm were logged
+
+
+def replies(flags, ids=None):
+    from workings.evaluate import score
+    from workings.generate import Generation
+
+    texts = {True: "<reasoning>1 + 1 = 2</reasoning>\n<answer>2</answer>", False: "It is 2, I think."}
+    ids = ids or [str(i) for i in range(len(flags))]
+    return [score("What is 1 + 1?", "2", Generation("p", texts[f], 5, False), id=i) for i, f in zip(ids, flags)]
+
+
+def test_results_table_has_a_row_per_benchmark_and_model_with_intervals():
+    from workings.report import results_table
+
+    results = {"base": {"b1": replies([False] * 4)}, "tuned": {"b1": replies([True, True, True, False])}}
+    table = results_table(results)
+    assert list(table.index) == [("b1", "base"), ("b1", "tuned")]
+    assert table.loc[("b1", "tuned"), "accuracy % (95% CI)"] == "75.0 (30.1–95.4)"
+    assert table.loc[("b1", "base"), "accuracy_when_strict % (95% CI)"] == "–"
+
+
+def test_comparison_table_reports_paired_counts_and_mcnemar():
+    from workings.report import comparison_table
+
+    results = {"base": {"b1": replies([False] * 12)}, "tuned": {"b1": replies([True] * 10 + [False] * 2)}}
+    row = comparison_table(results).loc["b1"]
+    assert (row["tuned only"], row["base only"], row["tuned - base (pp)"]) == (10, 0, 83.3)
+    assert row["McNemar p"] == float(f"{2 / 2**10:.3g}") and row["significant (p<0.05)"]
+
+
+def test_gallery_picks_replies_of_the_asked_kind():
+    from workings.report import gallery
+
+    html = gallery(replies([True, False]), "format failure").data
+    assert "It is 2, I think." in html and "&lt;answer&gt;2" not in html
+    assert "No wrong replies" in gallery(replies([True, False]), "wrong").data

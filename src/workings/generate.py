@@ -1,12 +1,22 @@
 """Batched generation: the chat template applied once, left padding, stop at ``<end_of_turn>``.
 
 Prompts are sorted by length so each batch pads little, generated in batches, and
-returned in the caller's order.
+returned in the caller's order. With ``out=`` every finished batch is appended to a JSONL
+file, and a later call with the same file skips what is already there, so an interrupted
+evaluation resumes where it stopped. Each batch draws from its own seed
+(``sampling.seed + batch index``), so a resumed sampled run equals an unbroken one.
+
+Two engines produce the same records: Hugging Face ``generate`` (any model ``from_pretrained``
+gives, with or without a PEFT adapter) and vLLM (:class:`VLLMEngine`, when installed).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from workings.chat import render_prompt
@@ -27,8 +37,15 @@ class SamplingConfig:
 class Generation:
     prompt: str
     text: str  # the model's turn, special tokens removed
-    new_tokens: int
+    new_tokens: int  # generated tokens, the stop token included
     truncated: bool  # stopped at max_new_tokens instead of at a stop token
+
+
+class Engine:
+    """Generates one batch of tokenized prompts; returns (kept token ids, stopped at a stop token) per prompt."""
+
+    def generate_batch(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int) -> list[tuple[list[int], bool]]:
+        raise NotImplementedError
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -37,49 +54,193 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     return [i for i in dict.fromkeys(ids) if i is not None and i != tokenizer.unk_token_id]
 
 
-def generate(model: Any, tokenizer: Any, questions: list[str], sampling: SamplingConfig | None = None,
-             progress: bool = False) -> list[Generation]:
-    """Answer every question (rendered with the chat template) and return the generations in order."""
-    import torch
+def _cut_at_stop(new: Sequence[int], stops: Sequence[int]) -> tuple[list[int], bool]:
+    ended = next((k for k, t in enumerate(new) if t in stops), None)
+    return (list(new[:ended]), True) if ended is not None else (list(new), False)
 
-    sampling = sampling or SamplingConfig()
-    prompts = [render_prompt(q, tokenizer) for q in questions]
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    stops = stop_token_ids(tokenizer)
-    pad = tokenizer.pad_token_id
-    device = next(model.parameters()).device
-    results: list[Generation | None] = [None] * len(prompts)
-    batches = [order[i : i + sampling.batch_size] for i in range(0, len(order), sampling.batch_size)]
-    if progress:
-        from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc="generating", unit="batch")
-    torch.manual_seed(sampling.seed)
-    for batch in batches:
-        width = max(len(encoded[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-            input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]) :] = 1
+class HFEngine(Engine):
+    """Hugging Face ``generate`` on a loaded model (plain, PEFT-wrapped or merged)."""
+
+    def __init__(self, model: Any, tokenizer: Any):
+        self.model, self.tokenizer = model, tokenizer
+        self.stops = stop_token_ids(tokenizer)
+
+    def generate_batch(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int) -> list[tuple[list[int], bool]]:
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding: every prompt ends where generation starts
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            mask[row, width - len(ids):] = 1
         kwargs: dict[str, Any] = {"do_sample": False}
         if sampling.temperature > 0:
             kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+        torch.manual_seed(seed)
+        device = next(self.model.parameters()).device
         with torch.no_grad():
-            out = model.generate(
+            out = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                max_new_tokens=sampling.max_new_tokens, eos_token_id=stops, pad_token_id=pad,
+                max_new_tokens=sampling.max_new_tokens, eos_token_id=self.stops, pad_token_id=pad,
                 top_k=None, **kwargs,
             )
-        for row, i in enumerate(batch):
-            new = out[row, width:].tolist()
-            ended = next((k for k, t in enumerate(new) if t in stops), None)
-            kept = new[:ended] if ended is not None else new
-            results[i] = Generation(
-                prompt=prompts[i],
-                text=tokenizer.decode(kept, skip_special_tokens=True),
-                new_tokens=len(kept) + (ended is not None),
-                truncated=ended is None,
-            )
-    return [r for r in results if r is not None]
+        return [_cut_at_stop(out[row, width:].tolist(), self.stops) for row in range(len(prompts))]
+
+
+class VLLMEngine(Engine):
+    """vLLM with the same prompt token ids and stop tokens; a LoRA adapter is served as vLLM does
+    (``enable_lora`` and a ``LoRARequest`` per call), over the base in its own precision or 4-bit."""
+
+    def __init__(self, model: str, tokenizer: Any, *, adapter: str | Path | None = None, revision: str | None = None,
+                 dtype: str = "bfloat16", quantized: bool = False, max_lora_rank: int = 64, max_model_len: int = 4096,
+                 seed: int = 0):
+        try:
+            from vllm import LLM
+            from vllm.lora.request import LoRARequest
+        except ImportError as err:
+            raise ImportError(f"vLLM is not installed ({err}); use engine: hf or `pip install vllm`") from err
+        kwargs: dict[str, Any] = {"quantization": "bitsandbytes"} if quantized else {}
+        self.llm = LLM(model=model, revision=revision, dtype=dtype, seed=seed, max_model_len=max_model_len,
+                       enable_lora=adapter is not None, max_lora_rank=max_lora_rank, **kwargs)
+        self.lora = LoRARequest("adapter", 1, str(adapter)) if adapter is not None else None
+        self.stops = stop_token_ids(tokenizer)
+
+    def generate_batch(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int) -> list[tuple[list[int], bool]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(
+            temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+            max_tokens=sampling.max_new_tokens, seed=seed, stop_token_ids=self.stops, skip_special_tokens=True,
+        )
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
+                                    lora_request=self.lora, use_tqdm=False)
+        return [_cut_at_stop(o.outputs[0].token_ids, self.stops) for o in outputs]
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --- the JSONL stream ---------------------------------------------------------------------
+
+def _read_done(path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Records already in ``path``; a torn last line (an interrupted write) is dropped from the file."""
+    if not path.exists():
+        return {}
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):  # the process died mid-line: keep only whole records
+        raw = raw[: raw.rfind(b"\n") + 1]
+        path.write_bytes(raw)
+    done: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(raw.decode().splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {number}: not a JSON record ({err.msg}); move the file aside to start again") from None
+        if record.get("settings") != settings:
+            raise ValueError(
+                f"{path}, line {number}: written with other generation settings ({record.get('settings')}) "
+                f"than this run ({settings}); use another file or move this one aside")
+        done[record["id"]] = record
+    return done
+
+
+def _append(path: Path, records: list[dict[str, Any]]) -> None:
+    with path.open("a") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def generate(model: Any, tokenizer: Any, questions: Sequence[str], sampling: SamplingConfig | None = None,
+             progress: bool = False, *, out: str | Path | None = None, ids: Sequence[str] | None = None,
+             settings: dict[str, Any] | None = None) -> list[Generation]:
+    """Answer every question (rendered with the chat template) and return the generations in order.
+
+    ``model`` is a loaded Hugging Face model or an :class:`Engine`. With ``out`` each batch is
+    appended to that JSONL file as it finishes (``id``, ``question``, ``text``, ``new_tokens``,
+    ``truncated``, ``settings``), and questions whose ``id`` is already there are not asked again.
+    ``settings`` (the model and adapter that answer, say) is stored with every record together
+    with ``sampling``; a file written with other settings is refused rather than mixed in.
+    """
+    sampling = sampling or SamplingConfig()
+    engine = model if isinstance(model, Engine) else HFEngine(model, tokenizer)
+    ids = [str(i) for i in (ids if ids is not None else range(len(questions)))]
+    if len(ids) != len(questions):
+        raise ValueError(f"{len(ids)} ids for {len(questions)} questions")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"question ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
+    prompts = [render_prompt(q, tokenizer) for q in questions]
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    batches = [order[i: i + sampling.batch_size] for i in range(0, len(order), sampling.batch_size)]
+
+    stamp = {**(settings or {}), "sampling": asdict(sampling)}
+    path = Path(out) if out is not None else None
+    done: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        done = _read_done(path, stamp)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(questions), initial=sum(i in done for i in ids), desc="generating", unit="question")
+    for index, batch in enumerate(batches):
+        todo = [i for i in batch if ids[i] not in done]
+        if not todo:
+            continue
+        # The whole batch is generated again so each row sees the same padding and random stream.
+        results = engine.generate_batch([encoded[i] for i in batch], sampling, sampling.seed + index)
+        records = []
+        for i, (kept, ended) in zip(batch, results):
+            if i not in todo:
+                continue
+            records.append({
+                "id": ids[i], "question": questions[i], "text": tokenizer.decode(kept, skip_special_tokens=True),
+                "new_tokens": len(kept) + ended, "truncated": not ended, "settings": stamp,
+            })
+        if path is not None:
+            _append(path, records)
+        done.update((r["id"], r) for r in records)
+        if bar is not None:
+            bar.update(len(records))
+    if bar is not None:
+        bar.close()
+    return [Generation(prompt=prompts[i], text=done[ids[i]]["text"], new_tokens=done[ids[i]]["new_tokens"],
+                       truncated=done[ids[i]]["truncated"]) for i in range(len(questions))]
+
+
+# --- one question -------------------------------------------------------------------------
+
+@dataclass
+class Answer:
+    question: str
+    reasoning: str | None
+    answer: str | None
+    strict: bool  # the output was exactly one reasoning block and one answer block
+    output: str  # the raw model turn
+
+    def as_text(self) -> str:
+        lines = [f"reasoning:\n{(self.reasoning or '(none)').strip()}", f"answer: {self.answer if self.answer is not None else '(none)'}"]
+        if not self.strict:
+            lines.append("(the output was not in the strict format; raw output below)\n" + self.output)
+        return "\n\n".join(lines)
+
+
+def ask(question: str, model: Any, tokenizer: Any, sampling: SamplingConfig | None = None) -> Answer:
+    """Ask one question and split the reply into reasoning and answer (greedy by default)."""
+    from workings.format import parse
+
+    generation = generate(model, tokenizer, [question], sampling or SamplingConfig(batch_size=1))[0]
+    parsed = parse(generation.text)
+    return Answer(question=question, reasoning=parsed.reasoning, answer=parsed.answer, strict=parsed.strict,
+                  output=generation.text)

@@ -81,3 +81,26 @@ def load_for_inference(profile: Profile, adapter: str | Path | None = None, merg
             model = model.merge_and_unload()
     model.eval()
     return model
+
+
+def engine_name(profile: Profile) -> str:
+    """The engine generation will use: ``vllm`` when the profile asks for it and it imports, else ``hf``."""
+    from workings.generate import vllm_available
+
+    return "vllm" if profile.evaluation.engine == "vllm" and vllm_available() else "hf"
+
+
+def load_generator(profile: Profile, adapter: str | Path | None = None) -> Any:
+    """What :func:`workings.generate.generate` takes: a vLLM engine when :func:`engine_name` says so,
+    else the Hugging Face model of :func:`load_for_inference`."""
+    if engine_name(profile) == "hf":
+        if profile.evaluation.engine == "vllm":
+            print("vLLM is not installed: generating with transformers instead", flush=True)
+        return load_for_inference(profile, adapter)
+    from workings.generate import VLLMEngine
+
+    return VLLMEngine(
+        model_source(profile.model), load_tokenizer(profile.model), adapter=adapter, revision=profile.model.revision,
+        dtype=profile.model.dtype, quantized=profile.quantization is not None, max_lora_rank=max(8, profile.lora.r),
+        max_model_len=profile.training.max_length + profile.evaluation.max_new_tokens, seed=profile.evaluation.seed,
+    )

@@ -25,6 +25,8 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit", "paged_adamw_8bit", "adamw_bnb_8bit", "sgd")
 # Attention implementations that keep packed examples apart (they read per-example boundaries).
 PACKING_SAFE_ATTENTION = ("flash_attention_2", "flash_attention_3")
+GOLD_FORMATS = ("plain", "gsm8k", "boxed")
+ENGINES = ("hf", "vllm")
 
 
 class ProfileError(ValueError):
@@ -96,6 +98,13 @@ class EvalSetSpec(Origin):
     split: str = "test"
     question_field: str = "question"
     answer_field: str = "answer"
+    gold: str = "plain"  # how the answer field holds the gold: plain, gsm8k (after ####) or boxed (last \\boxed{})
+    graded: bool = True  # false for free-text answers: format and length are measured, accuracy is not
+    group_by: list[str] = field(default_factory=list)  # row fields results are broken down by (subject, level)
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        _check(self.gold in GOLD_FORMATS, f"{key}.gold", f"must be one of {', '.join(GOLD_FORMATS)}, got {self.gold!r}")
 
 
 @dataclass
@@ -246,9 +255,12 @@ class EvaluationConfig:
     temperature: float = 0.7  # of the sampled run; the main measurement is greedy
     top_p: float = 0.95
     seed: int = 0
-    heldout_rows: int | None = None  # graded held-out rows of the mix asked after training (all when null)
+    heldout_rows: int | None = None  # held-out rows of the mix asked per source (all when null)
+    engine: str = "hf"  # hf (transformers generate) or vllm (used when installed, hf otherwise)
+    adapter: str | None = None  # an adapter folder to evaluate instead of this profile's own SFT run
 
     def validate(self, key: str) -> None:
+        _check(self.engine in ENGINES, f"{key}.engine", f"must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         _check(self.max_new_tokens > 0, f"{key}.max_new_tokens", f"must be positive, got {self.max_new_tokens}")
         _check(self.batch_size > 0, f"{key}.batch_size", f"must be positive, got {self.batch_size}")
         _check(self.temperature > 0, f"{key}.temperature", f"must be positive, got {self.temperature}")
@@ -335,6 +347,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         for spec in (raw.get("data") or {}).get(section) or []:
             if isinstance(spec, dict) and isinstance(spec.get("path"), str) and not Path(spec["path"]).is_absolute():
                 spec["path"] = str((path.parent / spec["path"]).resolve())
+    evaluation = raw.get("evaluation")
+    if isinstance(evaluation, dict) and isinstance(evaluation.get("adapter"), str) and not Path(evaluation["adapter"]).is_absolute():
+        evaluation["adapter"] = str((path.parent / evaluation["adapter"]).resolve())
     return raw
 
 

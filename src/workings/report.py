@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -137,49 +140,251 @@ def memory_plot(estimates: Sequence[Any], limit_gib: float | None, title: str) -
 
 # --- the training run ------------------------------------------------------------------
 
+def find_trainer_state(path: str | Path) -> Path:
+    """The ``trainer_state.json`` of a run folder, a checkpoint folder (``checkpoint-17835``), or the file.
+
+    A run folder without one of its own gives its newest checkpoint's.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if (path / "trainer_state.json").is_file():
+        return path / "trainer_state.json"
+    steps = sorted((p for p in path.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+                    and (p / "trainer_state.json").is_file()), key=lambda p: int(p.name.split("-")[-1]))
+    if steps:
+        return steps[-1] / "trainer_state.json"
+    raise FileNotFoundError(f"{path}: no trainer_state.json here or in a checkpoint-* folder")
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
+    """Read a trainer state as JSON only (``training_args.bin`` beside it is a pickle and is never opened)."""
+    file = find_trainer_state(path)
+    try:
+        state = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
+        raise ValueError(f"{file}: no log_history list; is this a transformers trainer_state.json?")
+    return state
+
+
 def log_history(state: Mapping[str, Any]) -> pd.DataFrame:
-    """``trainer_state.json``'s log history as one row per logged step (train and eval entries merged)."""
+    """``trainer_state.json``'s log history as one row per logged step (train and eval entries merged).
+
+    The closing summary entry (``train_loss`` over the whole run) is left out.
+    """
     rows: dict[int, dict[str, Any]] = {}
     for entry in state["log_history"]:
-        if "step" in entry and not any(k.startswith("train_runtime") for k in entry):
+        if "step" in entry and "train_loss" not in entry:
             rows.setdefault(entry["step"], {}).update(entry)
     return pd.DataFrame.from_dict(rows, orient="index").sort_index()
 
 
+def tokens_per_second(history: pd.DataFrame) -> pd.Series:
+    """Training throughput between consecutive logs, from tokens seen and runtime (empty when not logged)."""
+    if {"num_input_tokens_seen", "train_runtime"} <= set(history.columns):
+        logged = history[["num_input_tokens_seen", "train_runtime"]].dropna()
+        rate = logged["num_input_tokens_seen"].diff() / logged["train_runtime"].diff()
+        if len(logged):
+            rate.iloc[0] = logged["num_input_tokens_seen"].iloc[0] / logged["train_runtime"].iloc[0]
+        return rate.dropna()
+    if "train_tokens_per_second" in history:
+        return history["train_tokens_per_second"].dropna()
+    return pd.Series(dtype=float)
+
+
 def training_curves(state: Mapping[str, Any], title: str) -> Any:
-    """Training and held-out loss, and the learning rate, per optimizer step."""
+    """Training and held-out loss, learning rate, gradient norm and tokens/s per optimizer step.
+
+    A panel whose quantity the run did not log says so instead of staying blank.
+    """
     import matplotlib.pyplot as plt
 
     history = log_history(state)
-    fig, (loss_ax, lr_ax) = plt.subplots(1, 2, figsize=(8, 2.8))
+    fig, axes = plt.subplots(1, 4, figsize=(13, 2.8))
+    loss_ax, lr_ax, grad_ax, speed_ax = axes
     if "loss" in history:
         train = history["loss"].dropna()
         loss_ax.plot(train.index, train.values, label="train", color="#4c72b0")
     if "eval_loss" in history:
         held = history["eval_loss"].dropna()
         loss_ax.plot(held.index, held.values, "o-", label="held out", color="#c44e52")
-    loss_ax.set_xlabel("step")
     loss_ax.set_ylabel("loss (completion tokens)")
     loss_ax.legend(fontsize=8)
-    if "learning_rate" in history:
-        lr = history["learning_rate"].dropna()
-        lr_ax.plot(lr.index, lr.values, color="#55a868")
-    lr_ax.set_xlabel("step")
-    lr_ax.set_ylabel("learning rate")
+    series = {lr_ax: ("learning rate", history.get("learning_rate")), grad_ax: ("gradient norm", history.get("grad_norm")),
+              speed_ax: ("tokens / s", tokens_per_second(history))}
+    for ax, (name, values) in series.items():
+        values = values.dropna() if values is not None else pd.Series(dtype=float)
+        if len(values):
+            ax.plot(values.index, values.values, color="#55a868")
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_ylabel(name)
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    for ax in axes:
+        ax.set_xlabel("step")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def metrics_table(results: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
-    """Rates from :func:`workings.evaluate.summarise`, one row per model, percentages rounded."""
-    table = pd.DataFrame(results).T
-    rates = [c for c in table.columns if c not in ("n", "mean_new_tokens")]
-    table[rates] = (100 * table[rates]).round(1)
-    table["n"] = table["n"].astype(int)
-    table["mean_new_tokens"] = table["mean_new_tokens"].round(1)
-    return table.rename(columns={c: f"{c} %" for c in rates})
+RATES = ("strict_format", "lenient_format", "accuracy", "accuracy_when_strict", "last_number_accuracy", "truncated")
+
+
+def rate_with_ci(summary: Mapping[str, float], rate: str) -> str:
+    """``"95.0 (91.9–96.9)"``: a rate in percent with its 95% interval; ``"–"`` when there is none."""
+    value = summary.get(rate, math.nan)
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{100 * value:.1f} ({100 * summary[rate + '_lo']:.1f}–{100 * summary[rate + '_hi']:.1f})"
+
+
+def metrics_table(results: Mapping[str, Mapping[str, float]], rates: Sequence[str] = RATES) -> pd.DataFrame:
+    """Summaries from :func:`workings.evaluate.summarise`, one row per key: rates in percent with
+    Wilson 95% intervals, counts, and reply and reasoning lengths in tokens."""
+    rows = {}
+    for name, summary in results.items():
+        row: dict[str, Any] = {"n": int(summary["n"]), "graded": int(summary.get("graded", summary["n"]))}
+        row.update({f"{rate} % (95% CI)": rate_with_ci(summary, rate) for rate in rates})
+        row["mean new tokens"] = round(summary["mean_new_tokens"], 1)
+        for key in ("p50", "p90"):
+            value = summary.get(f"reasoning_tokens_{key}", math.nan)
+            row[f"reasoning tokens {key}"] = "–" if math.isnan(value) else round(value, 1)
+        rows[name] = row
+    return pd.DataFrame(rows).T
+
+
+def results_table(results: Mapping[str, Mapping[str, Sequence[Any]]],
+                  rates: Sequence[str] = ("strict_format", "accuracy", "accuracy_when_strict", "truncated")) -> pd.DataFrame:
+    """Every benchmark under every model (``results[model][benchmark]`` = scored replies): one row each."""
+    from workings.evaluate import summarise
+
+    rows = {(bench, model): summarise(scored) for model, by_bench in results.items() for bench, scored in by_bench.items()}
+    table = metrics_table({f"{b} | {m}": v for (b, m), v in rows.items()}, rates)
+    table.index = pd.MultiIndex.from_tuples(list(rows), names=["benchmark", "model"])
+    return table.sort_index(level=0, sort_remaining=False)
+
+
+def comparison_table(results: Mapping[str, Mapping[str, Sequence[Any]]], a: str = "base", b: str = "tuned",
+                     metric: str = "correct") -> pd.DataFrame:
+    """Per benchmark, ``b`` against ``a`` on the same questions: paired counts, the difference in
+    percentage points with its paired-bootstrap 95% interval, and McNemar's exact p-value."""
+    from workings.evaluate import compare
+
+    rows = {}
+    for bench, scored_a in results[a].items():
+        scored_b = results[b][bench]
+        if metric == "correct" and not any(s.graded for s in scored_a):
+            continue
+        c = compare(scored_a, scored_b, metric)
+        rows[bench] = {
+            "n": c.n, f"{a} only": c.only_a, f"{b} only": c.only_b, "both": c.both, "neither": c.neither,
+            f"{b} - {a} (pp)": round(100 * c.difference, 1),
+            "95% CI (pp)": f"{100 * c.difference_ci[0]:.1f} to {100 * c.difference_ci[1]:.1f}",
+            "McNemar p": float(f"{c.p_value:.3g}"), "significant (p<0.05)": c.significant,
+        }
+    return pd.DataFrame(rows).T
+
+
+def breakdown_table(results: Mapping[str, Sequence[Any]], by: str) -> pd.DataFrame:
+    """Accuracy with its interval per value of ``by`` (MATH-500's subject or level), one column per model."""
+    from workings.evaluate import breakdown
+
+    columns = {}
+    for model, scored in results.items():
+        groups = breakdown(scored, by)
+        columns[f"{model} accuracy % (95% CI)"] = {k: rate_with_ci(v, "accuracy") for k, v in groups.items()}
+        columns["n"] = {k: int(v["n"]) for k, v in groups.items()}
+    table = pd.DataFrame(columns)
+    table.index.name = by
+    return table[["n", *[c for c in table.columns if c != "n"]]]
+
+
+def rate_chart(results: Mapping[str, Mapping[str, Sequence[Any]]], rates: Sequence[str], title: str) -> Any:
+    """Grouped bars per benchmark, one bar per model, with Wilson 95% intervals as error bars."""
+    import matplotlib.pyplot as plt
+
+    from workings.evaluate import summarise
+
+    models = list(results)
+    benches = list(next(iter(results.values())))
+    colours = ["#8c8c8c", "#4c72b0", "#55a868", "#c44e52"]
+    fig, axes = plt.subplots(1, len(rates), figsize=(max(4.5, 0.9 * len(benches)) * len(rates), 3.2), squeeze=False)
+    for ax, rate in zip(axes[0], rates):
+        width = 0.8 / len(models)
+        for k, model in enumerate(models):
+            summaries = [summarise(results[model][b]) for b in benches]
+            values = [100 * s[rate] if not math.isnan(s[rate]) else 0 for s in summaries]
+            lo = [v - 100 * s[f"{rate}_lo"] if not math.isnan(s[rate]) else 0 for v, s in zip(values, summaries)]
+            hi = [100 * s[f"{rate}_hi"] - v if not math.isnan(s[rate]) else 0 for v, s in zip(values, summaries)]
+            xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(benches))]
+            ax.bar(xs, values, width, yerr=[lo, hi], capsize=2, label=model, color=colours[k % len(colours)])
+            for x, s in zip(xs, summaries):
+                if math.isnan(s[rate]):
+                    ax.text(x, 2, "n/g", ha="center", fontsize=6, rotation=90)
+        ax.set_xticks(range(len(benches)))
+        ax.set_xticklabels(benches, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel(f"{rate.replace('_', ' ')} %")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def length_distributions(results: Mapping[str, Mapping[str, Sequence[Any]]], title: str) -> Any:
+    """Histograms over all benchmarks, per model: reply length and reasoning-block length in tokens."""
+    import matplotlib.pyplot as plt
+
+    fig, (reply_ax, reasoning_ax) = plt.subplots(1, 2, figsize=(9, 2.8))
+    colours = ["#8c8c8c", "#4c72b0", "#55a868", "#c44e52"]
+    for k, (model, by_bench) in enumerate(results.items()):
+        scored = [s for replies in by_bench.values() for s in replies]
+        reply_ax.hist([s.new_tokens for s in scored], bins=30, alpha=0.6, label=model, color=colours[k % len(colours)])
+        reasoning = [s.reasoning_tokens for s in scored if s.reasoning]
+        if reasoning:
+            reasoning_ax.hist(reasoning, bins=30, alpha=0.6, label=f"{model} ({len(reasoning)} with a block)",
+                              color=colours[k % len(colours)])
+    reply_ax.set_xlabel("reply length (new tokens)")
+    reasoning_ax.set_xlabel("reasoning length (tokens inside <reasoning>)")
+    for ax in (reply_ax, reasoning_ax):
+        ax.set_ylabel("replies")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+GALLERY_KINDS = {
+    "correct": lambda s: s.strict and s.correct is True,
+    "wrong": lambda s: s.strict and s.correct is False,
+    "format failure": lambda s: not s.strict,
+}
+
+
+def gallery(scored: Sequence[Any], kind: str, n: int = 3) -> Any:
+    """An HTML table of the first ``n`` replies of one kind: correct, wrong (well formed) or format failure."""
+    from html import escape
+
+    from IPython.display import HTML
+
+    if kind not in GALLERY_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(GALLERY_KINDS)}, got {kind!r}")
+    picked = [s for s in scored if GALLERY_KINDS[kind](s)][:n]
+    if not picked:
+        return HTML(f"<p><i>No {escape(kind)} replies in this set.</i></p>")
+    body = []
+    for s in picked:
+        verdict = "not graded" if s.correct is None else ("correct" if s.correct else "wrong")
+        flags = ", ".join(f for f, on in (("strict", s.strict), ("lenient", s.lenient), ("truncated", s.truncated)) if on)
+        body.append(
+            f"<tr><td style='vertical-align:top;font-size:85%'>{escape(s.question)}<br><b>gold: {escape(str(s.gold))}</b></td>"
+            f"<td style='vertical-align:top'><pre style='white-space:pre-wrap;font-size:80%'>{escape(s.output)}</pre></td>"
+            f"<td style='vertical-align:top;font-size:85%'>parsed: {escape(str(s.answer))}<br>{verdict}<br>{escape(flags)}"
+            f"<br>{s.new_tokens} tokens</td></tr>")
+    return HTML(f"<table><tr><th>question</th><th>reply</th><th>verdict</th></tr>{''.join(body)}</table>")
 
 
 def side_by_side(questions: Sequence[str], golds: Sequence[str], columns: Mapping[str, Sequence[str]]) -> Any:
