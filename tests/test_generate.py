@@ -95,7 +95,7 @@ def test_generations_stream_to_jsonl_with_their_ids_and_settings(model, tokenize
     by_id = {r["id"]: r for r in records}
     assert [by_id[i]["text"] for i in "abc"] == [g.text for g in gens]
     assert by_id["a"]["settings"] == {"model": "m", "sampling": {"max_new_tokens": 6, "temperature": 1.0, "top_p": 0.9,
-                                                                  "seed": 7, "batch_size": 1}}
+                                                                  "seed": 7, "batch_size": 1, "min_new_tokens": 0}}
 
 
 def test_an_interrupted_run_resumes_where_it_stopped_and_matches_an_unbroken_one(model, tokenizer, tmp_path):
@@ -155,3 +155,12 @@ def test_ask_splits_a_well_formed_reply_into_reasoning_and_answer(tokenizer):
 def test_ask_shows_the_raw_reply_when_it_is_not_well_formed():
     text = Answer("q", None, None, False, "It is 7.").as_text()
     assert text.startswith("reasoning:\n(none)\n\nanswer: (none)") and text.endswith("raw output below)\nIt is 7.")
+
+
+def test_min_new_tokens_holds_generation_past_a_stop_token(model, tokenizer):
+    handle = push_logit(model, tokenizer.convert_tokens_to_ids("<end_of_turn>"), 1e4)
+    try:
+        (g,) = generate(model, tokenizer, QUESTIONS[:1], SamplingConfig(max_new_tokens=5, min_new_tokens=3))
+    finally:
+        handle.remove()
+    assert (g.new_tokens, g.truncated) == (4, False)  # three forced tokens, then the stop token

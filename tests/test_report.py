@@ -201,7 +201,7 @@ def test_comparison_table_reports_paired_counts_and_mcnemar():
     results = {"base": {"b1": replies([False] * 12)}, "tuned": {"b1": replies([True] * 10 + [False] * 2)}}
     row = comparison_table(results).loc["b1"]
     assert (row["tuned only"], row["base only"], row["tuned - base (pp)"]) == (10, 0, 83.3)
-    assert row["McNemar p"] == float(f"{2 / 2**10:.3g}") and row["significant (p<0.05)"]
+    assert row["McNemar p"] == "0.002" and row["significant (p<0.05)"]
 
 
 def test_gallery_picks_replies_of_the_asked_kind():
@@ -210,3 +210,38 @@ def test_gallery_picks_replies_of_the_asked_kind():
     html = gallery(replies([True, False]), "format failure").data
     assert "It is 2, I think." in html and "&lt;answer&gt;2" not in html
     assert "No wrong replies" in gallery(replies([True, False]), "wrong").data
+
+
+def test_run_summary_of_a_run_without_held_out_loss_leaves_it_out():
+    from workings.report import run_summary
+
+    summary = run_summary(SEED_STATE)
+    assert summary.to_dict() == {"steps": 20, "train loss, first logged": 1.9, "train loss, last logged": 1.2}
+
+
+def test_an_adapter_saved_in_a_checkpoint_folder_reads_that_folders_state(tmp_path):
+    from workings.report import adapter_trainer_state
+
+    assert adapter_trainer_state(seed_checkpoint(tmp_path / "checkpoint-17835")) == SEED_STATE
+
+
+def test_rate_chart_draws_a_bar_per_model_and_benchmark_with_error_bars_at_zero():
+    from workings.report import rate_chart
+
+    results = {"base": {"b1": replies([False] * 7), "b2": replies([False] * 3)},
+               "tuned": {"b1": replies([True] * 7), "b2": replies([True, False, False])}}
+    fig = rate_chart(results, ["strict_format", "accuracy"], "t")
+    assert [len(ax.patches) for ax in fig.axes] == [4, 4]
+
+
+def test_verdicts_say_which_model_is_more_accurate_and_whether_it_is_chance():
+    from workings.report import verdicts
+
+    results = {"base": {"b1": replies([False] * 12), "b2": replies([False] * 3)},
+               "tuned": {"b1": replies([True] * 10 + [False] * 2), "b2": replies([True, False, False])}}
+    assert verdicts(results) == [
+        "b1 (12 questions): tuned 83.3% vs base 0.0%; only tuned right on 10, only base on 0; McNemar p = 0.002: "
+        "tuned is more accurate, beyond chance at the 5% level.",
+        "b2 (3 questions): tuned 33.3% vs base 0.0%; only tuned right on 1, only base on 0; McNemar p = 1: "
+        "no difference beyond chance at the 5% level.",
+    ]

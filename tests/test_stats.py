@@ -13,6 +13,7 @@ def test_wilson_interval_of_half_matches_the_textbook_value():
 def test_wilson_interval_at_zero_successes_is_not_empty():
     lo, hi = wilson_interval(0, 10)
     assert lo == 0.0 and hi == pytest.approx(1.959963984540054**2 / (10 + 1.959963984540054**2))
+    assert wilson_interval(300, 300)[1] == 1.0 and wilson_interval(0, 300)[0] == 0.0
 
 
 def test_wilson_interval_refuses_impossible_counts():

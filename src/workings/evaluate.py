@@ -195,13 +195,6 @@ def heldout_benchmarks(heldout: Any, per_source: int | None = None) -> list[Benc
     return [Benchmark(f"heldout:{name}", rows, graded=graded[name]) for name, rows in by_source.items()]
 
 
-def heldout_rows(heldout: Any, limit: int | None = None) -> list[dict[str, str]]:
-    """The graded rows of a mix's held-out split (free-text answers are not graded) as question/gold rows."""
-    rows = [{"id": r["id"], "source": r["source"], "question": r["question"], "gold": r["answer"]}
-            for r in heldout if r["graded"]]
-    return rows[:limit]
-
-
 def profile_benchmarks(profile: Profile, heldout: Any | None = None) -> list[Benchmark]:
     """Every eval set of the profile, then (when given the mix's held-out split) one benchmark per source."""
     benchmarks = [load_benchmark(spec) for spec in profile.data.eval_sets]

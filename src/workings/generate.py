@@ -31,6 +31,7 @@ class SamplingConfig:
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 16
+    min_new_tokens: int = 0  # stop tokens are ignored before this many (for fixed-length speed benchmarks)
 
 
 @dataclass
@@ -84,8 +85,8 @@ class HFEngine(Engine):
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                max_new_tokens=sampling.max_new_tokens, eos_token_id=self.stops, pad_token_id=pad,
-                top_k=None, **kwargs,
+                max_new_tokens=sampling.max_new_tokens, min_new_tokens=sampling.min_new_tokens or None,
+                eos_token_id=self.stops, pad_token_id=pad, top_k=None, **kwargs,
             )
         return [_cut_at_stop(out[row, width:].tolist(), self.stops) for row in range(len(prompts))]
 
@@ -114,7 +115,7 @@ class VLLMEngine(Engine):
 
         params = SamplingParams(
             temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-            max_tokens=sampling.max_new_tokens, seed=seed, stop_token_ids=self.stops, skip_special_tokens=True,
+            max_tokens=sampling.max_new_tokens, min_tokens=sampling.min_new_tokens, seed=seed, stop_token_ids=self.stops, skip_special_tokens=True,
         )
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
                                     lora_request=self.lora, use_tqdm=False)
@@ -191,7 +192,7 @@ def generate(model: Any, tokenizer: Any, questions: Sequence[str], sampling: Sam
         done = _read_done(path, stamp)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         bar = tqdm(total=len(questions), initial=sum(i in done for i in ids), desc="generating", unit="question")
     for index, batch in enumerate(batches):

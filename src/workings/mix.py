@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from workings.chat import prompt_completion
 from workings.data import Example, Unusable, convert, load_rows

@@ -72,9 +72,13 @@ def load_for_inference(profile: Profile, adapter: str | Path | None = None, merg
     """
     model = load_base_model(profile)
     if adapter is not None:
+        import warnings
+
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5; not ours to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(model, str(adapter))
         if merged:
             if profile.quantization is not None:
                 raise ValueError("merging a LoRA adapter into a quantized base loses precision; load an unquantized base")

@@ -169,6 +169,25 @@ def load_trainer_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def adapter_trainer_state(adapter: str | Path) -> dict[str, Any]:
+    """The trainer state of the run that saved ``adapter``: in the folder itself (a checkpoint such as
+    ``checkpoint-17835``) or in its parent (this project's ``<run>/adapter``)."""
+    adapter = Path(adapter)
+    return load_trainer_state(adapter if (adapter / "trainer_state.json").is_file() else adapter.parent)
+
+
+def run_summary(state: Mapping[str, Any]) -> pd.Series:
+    """Steps and first/last logged losses of a run; what the run did not log is left out."""
+    history = log_history(state)
+    out: dict[str, Any] = {"steps": state.get("global_step", history.index.max() if len(history) else 0)}
+    for column, name in (("loss", "train loss"), ("eval_loss", "held-out loss")):
+        if column in history and history[column].notna().any():
+            values = history[column].dropna()
+            out[f"{name}, first logged"] = round(float(values.iloc[0]), 3)
+            out[f"{name}, last logged"] = round(float(values.iloc[-1]), 3)
+    return pd.Series(out, dtype=object)
+
+
 def log_history(state: Mapping[str, Any]) -> pd.DataFrame:
     """``trainer_state.json``'s log history as one row per logged step (train and eval entries merged).
 
@@ -282,9 +301,28 @@ def comparison_table(results: Mapping[str, Mapping[str, Sequence[Any]]], a: str 
             "n": c.n, f"{a} only": c.only_a, f"{b} only": c.only_b, "both": c.both, "neither": c.neither,
             f"{b} - {a} (pp)": round(100 * c.difference, 1),
             "95% CI (pp)": f"{100 * c.difference_ci[0]:.1f} to {100 * c.difference_ci[1]:.1f}",
-            "McNemar p": float(f"{c.p_value:.3g}"), "significant (p<0.05)": c.significant,
+            "McNemar p": f"{c.p_value:.2g}", "significant (p<0.05)": c.significant,
         }
     return pd.DataFrame(rows).T
+
+
+def verdicts(results: Mapping[str, Mapping[str, Sequence[Any]]], a: str = "base", b: str = "tuned") -> list[str]:
+    """One sentence per graded benchmark: both accuracies, the discordant questions and what McNemar's test says."""
+    from workings.evaluate import compare, summarise
+
+    lines = []
+    for bench, scored_a in results[a].items():
+        if not any(s.graded for s in scored_a):
+            continue
+        c = compare(scored_a, results[b][bench])
+        acc_a, acc_b = summarise(scored_a)["accuracy"], summarise(results[b][bench])["accuracy"]
+        if c.significant:
+            meaning = f"{b if c.difference > 0 else a} is more accurate, beyond chance at the 5% level"
+        else:
+            meaning = "no difference beyond chance at the 5% level"
+        lines.append(f"{bench} ({c.n} questions): {b} {100 * acc_b:.1f}% vs {a} {100 * acc_a:.1f}%; only {b} right on "
+                     f"{c.only_b}, only {a} on {c.only_a}; McNemar p = {c.p_value:.2g}: {meaning}.")
+    return lines
 
 
 def breakdown_table(results: Mapping[str, Sequence[Any]], by: str) -> pd.DataFrame:
@@ -316,8 +354,9 @@ def rate_chart(results: Mapping[str, Mapping[str, Sequence[Any]]], rates: Sequen
         for k, model in enumerate(models):
             summaries = [summarise(results[model][b]) for b in benches]
             values = [100 * s[rate] if not math.isnan(s[rate]) else 0 for s in summaries]
-            lo = [v - 100 * s[f"{rate}_lo"] if not math.isnan(s[rate]) else 0 for v, s in zip(values, summaries)]
-            hi = [100 * s[f"{rate}_hi"] - v if not math.isnan(s[rate]) else 0 for v, s in zip(values, summaries)]
+            # max(0, …): at 0% the interval's lower end may differ from 0 by rounding alone
+            lo = [max(0.0, v - 100 * s[f"{rate}_lo"]) if not math.isnan(s[rate]) else 0 for v, s in zip(values, summaries)]
+            hi = [max(0.0, 100 * s[f"{rate}_hi"] - v) if not math.isnan(s[rate]) else 0 for v, s in zip(values, summaries)]
             xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(benches))]
             ax.bar(xs, values, width, yerr=[lo, hi], capsize=2, label=model, color=colours[k % len(colours)])
             for x, s in zip(xs, summaries):
