@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,11 +43,12 @@ class Generation:
     truncated: bool  # stopped at max_new_tokens instead of at a stop token
 
 
-class Engine:
-    """Generates one batch of tokenized prompts; returns (kept token ids, stopped at a stop token) per prompt."""
+class Engine(ABC):
+    """Something that generates for :func:`generate`: the HF and vLLM engines below."""
 
+    @abstractmethod
     def generate_batch(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int) -> list[tuple[list[int], bool]]:
-        raise NotImplementedError
+        """Generate for one batch of tokenized prompts; (kept token ids, stopped at a stop token) per prompt."""
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
