@@ -150,8 +150,9 @@ def find_trainer_state(path: str | Path) -> Path:
         return path
     if (path / "trainer_state.json").is_file():
         return path / "trainer_state.json"
-    steps = sorted((p for p in path.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
-                    and (p / "trainer_state.json").is_file()), key=lambda p: int(p.name.split("-")[-1]))
+    from workings.training import checkpoints
+
+    steps = [p for p in checkpoints(path) if (p / "trainer_state.json").is_file()]
     if steps:
         return steps[-1] / "trainer_state.json"
     raise FileNotFoundError(f"{path}: no trainer_state.json here or in a checkpoint-* folder")
