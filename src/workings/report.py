@@ -321,7 +321,7 @@ def verdicts(results: Mapping[str, Mapping[str, Sequence[Any]]], a: str = "base"
             meaning = f"{b if c.difference > 0 else a} is more accurate, beyond chance at the 5% level"
         else:
             meaning = "no difference beyond chance at the 5% level"
-        lines.append(f"{bench} ({c.n} questions): {b} {100 * acc_b:.1f}% vs {a} {100 * acc_a:.1f}%; only {b} right on "
+        lines.append(f"{bench} ({c.n} question{'' if c.n == 1 else 's'}): {b} {100 * acc_b:.1f}% vs {a} {100 * acc_a:.1f}%; only {b} right on "
                      f"{c.only_b}, only {a} on {c.only_a}; McNemar p = {c.p_value:.2g}: {meaning}.")
     return lines
 
