@@ -283,8 +283,8 @@ def model_settings(profile: Profile, adapter: str | Path | None = None) -> dict[
         "model": profile.model.id, "revision": profile.model.revision, "dtype": profile.model.dtype,
         "quantization": asdict(profile.quantization) if profile.quantization else None, "engine": engine_name(profile),
     }
-    if profile.model.id == TINY:
-        settings["build"] = Path(model_source(profile.model)).name  # names the recipe hash
+    if profile.model.id == TINY:  # rebuilt per machine: the recipe hash alone does not fix the weights
+        settings["build"] = file_digest(Path(model_source(profile.model)) / "model.safetensors")
     if adapter is not None:
         weights = Path(adapter) / "adapter_model.safetensors"
         if not weights.is_file():
