@@ -221,8 +221,7 @@ def evaluate_model(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]]
     ids = [str(r.get("id", i)) for i, r in enumerate(rows)]
     generations = generate(model, tokenizer, [r["question"] for r in rows], sampling, progress=progress,
                            out=out, ids=ids, settings=dict(settings or {}))
-    scored = [score(r["question"], r.get("gold"), g, tokenizer, id=i, meta={**r.get("meta", {}),
-                    **({"source": r["source"]} if "source" in r else {})})
+    scored = [score(r["question"], r.get("gold"), g, tokenizer, id=i, meta=r.get("meta"))
               for i, r, g in zip(ids, rows, generations)]
     if out is not None:
         save_scored(scored_path(out), scored)
