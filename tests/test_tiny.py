@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from workings.tiny import MODEL_RECIPE, TOKENIZER_RECIPE, tiny_tokenizer, train_tiny_tokenizer
 
 
@@ -9,7 +11,7 @@ def test_tokenizer_training_is_deterministic():
     assert a(text)["input_ids"] == b(text)["input_ids"]
 
 
-def test_tokenizer_is_cached_by_recipe_hash(tmp_path, monkeypatch):
+def test_tokenizer_is_cached_by_its_key(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKINGS_CACHE", str(tmp_path))
     recipe = {**TOKENIZER_RECIPE, "corpus_rows": 200, "vocab_size": 500}
     first = tiny_tokenizer(recipe)
@@ -71,3 +73,32 @@ def test_tiny_model_is_built_once_per_recipe(tmp_path, monkeypatch):
     assert other != folder
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert model.config.model_type == "gemma2" and model.generation_config.eos_token_id == [5, 1]
+
+
+def test_cache_key_changes_when_the_builder_code_changes(tmp_path, monkeypatch):
+    import shutil
+
+    import workings.tiny as tiny
+
+    before = tiny.recipe_hash(SMALL_MODEL)
+    copy = tmp_path / "workings"
+    shutil.copytree(Path(tiny.__file__).parent, copy)
+    monkeypatch.setattr(tiny, "__file__", str(copy / "tiny.py"))
+    assert tiny.recipe_hash(SMALL_MODEL) == before  # same code, same key
+    synthetic = copy / "synthetic.py"
+    synthetic.write_text(synthetic.read_text() + "\n# an edit\n")
+    assert tiny.recipe_hash(SMALL_MODEL) != before
+
+
+def test_cache_key_covers_every_project_module_the_builder_imports():
+    import ast
+
+    import workings.tiny as tiny
+
+    package = Path(tiny.__file__).parent
+    imported = set()
+    for name in tiny.BUILDER_MODULES:
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workings."):
+                imported.add(node.module.split(".")[1])
+    assert imported <= set(tiny.BUILDER_MODULES)

@@ -1,7 +1,8 @@
 """The project's own tiny Gemma-architecture tokenizer and model for the ``demo`` profile.
 
-Everything here is built from the synthetic corpus, reproducibly, and cached by
-content hash under :func:`cache_dir`, so the book and the tests build it once.
+Everything here is built from the synthetic corpus, reproducibly, and cached under
+:func:`cache_dir` by a hash of the recipe and of the code that builds it, so the book
+and the tests build it once.
 
 The tiny model plays the part gemma-2-2b-it plays in the real run: a chat model that
 answers questions in plain prose and has never seen ``<reasoning>``/``<answer>`` tags.
@@ -47,8 +48,34 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WORKINGS_CACHE", Path.home() / ".cache" / "workings"))
 
 
+# The modules whose code decides what a build produces: the corpus, its rendering and the training loop.
+BUILDER_MODULES = ("tiny", "synthetic", "data", "answers", "chat", "format")
+
+
+def builder_fingerprint() -> dict[str, str]:
+    """Digests of the builder's source files and the versions of the libraries it trains with.
+
+    Part of every cache key, so that a change to the code (not only to the recipe) builds
+    afresh instead of loading an artefact that the current code would not produce.
+    """
+    import tokenizers
+    import torch
+    import transformers
+
+    here = Path(__file__).parent
+    fingerprint = {
+        f"{name}.py": hashlib.sha256((here / f"{name}.py").read_bytes()).hexdigest()[:16]
+        for name in BUILDER_MODULES
+    }
+    fingerprint.update(torch=torch.__version__, transformers=transformers.__version__,
+                       tokenizers=tokenizers.__version__)
+    return fingerprint
+
+
 def recipe_hash(recipe: dict) -> str:
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    """The cache key of a build: the recipe together with :func:`builder_fingerprint`."""
+    keyed = {"recipe": recipe, "builder": builder_fingerprint()}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def tokenizer_corpus(rows: int, seed: int) -> list[str]:
@@ -239,7 +266,7 @@ def tiny_model_dir(recipe: dict = MODEL_RECIPE, progress: bool = True) -> Path:
         model, tokenizer, losses = pretrain_tiny_model(recipe, progress=progress)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        log = {"recipe": recipe, "losses": losses, "seconds": round(time.perf_counter() - start, 1),
+        log = {"recipe": recipe, "builder": builder_fingerprint(), "losses": losses, "seconds": round(time.perf_counter() - start, 1),
                "parameters": sum(p.numel() for p in model.parameters())}
         (tmp / "pretraining.json").write_text(json.dumps(log, indent=1))
 
