@@ -6,8 +6,10 @@ import pytest
 from workings.mix import (
     NgramIndex,
     build_mix,
+    ensure_mix,
     jaccard,
     load_mix,
+    mix_provenance,
     near_duplicate_pairs,
     normalise,
     save_mix,
@@ -226,4 +228,27 @@ def test_report_says_where_each_source_came_from():
     assert describe_origin(a100["gsm8k"]) == "openai/gsm8k (main/train) @ e53f048856ff4f594e959d75785d2c2d37b678ee"
     assert describe_origin(a100["openthoughts"]) == "open-thoughts/OpenThoughts-114k (metadata/train) @ UNPINNED (latest on the Hub)"
     synthetic = load_profile("demo").data.sources[0]
-    assert describe_origin(synthetic) == "synthetic generator, seed 1, 2400 rows"
+    assert describe_origin(synthetic) == "synthetic generator (small numbers, 1-3 steps), seed 1, 2400 rows"
+
+
+def _small_mix_profile(tiny_profile, n: int):
+    return tiny_profile({"data": {"sources": [{"name": "synthetic", "converter": "synthetic",
+                                               "synthetic": {"n": n, "seed": 3}, "heldout": 2}],
+                                  "eval_sets": []}})
+
+
+def test_ensure_mix_reuses_a_mix_built_from_the_same_settings(tiny_profile, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
+    first = ensure_mix(_small_mix_profile(tiny_profile, 12), progress=False)
+    stamp = (first / "report.json").stat().st_mtime_ns
+    assert ensure_mix(_small_mix_profile(tiny_profile, 12), progress=False) == first
+    assert (first / "report.json").stat().st_mtime_ns == stamp
+
+
+def test_ensure_mix_rebuilds_when_the_data_settings_change(tiny_profile, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
+    ensure_mix(_small_mix_profile(tiny_profile, 12), progress=False)
+    out = ensure_mix(_small_mix_profile(tiny_profile, 20), progress=False)
+    train, heldout, report = load_mix(out)
+    assert len(train) + len(heldout) == 20
+    assert report["data_key"] == mix_provenance(_small_mix_profile(tiny_profile, 20))["data_key"]

@@ -51,3 +51,27 @@ def test_varied_enough_not_to_memorise():
 def test_step_bounds_are_checked():
     with pytest.raises(ValueError, match="min_steps <= max_steps"):
         generate_synthetic(1, seed=0, min_steps=3, max_steps=2)
+
+
+def test_small_numbers_change_small_collections_by_one_digit_amounts():
+    for ex in generate_synthetic(300, seed=17, max_steps=3, numbers="small"):
+        steps = ex.reasoning.splitlines()
+        assert len(steps) == ex.meta["steps"]
+        start = int(re.search(r"(\d+) [-+]", steps[0]).group(1))
+        assert 2 <= start <= 12
+        for line in steps:
+            a, op, b, c = re.search(r"(\d+) ([-+]) (\d+) = (\d+)", line).groups()
+            assert 1 <= int(b) <= 9 and int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+            assert int(c) >= 1
+
+
+def test_small_numbers_follow_the_story_from_step_to_step():
+    for ex in generate_synthetic(200, seed=19, max_steps=3, numbers="small"):
+        results = [re.search(r"= (\d+)", line).group(1) for line in ex.reasoning.splitlines()]
+        operands = [re.search(r"(\d+) [-+]", line).group(1) for line in ex.reasoning.splitlines()]
+        assert operands[1:] == results[:-1] and results[-1] == ex.answer
+
+
+def test_unknown_number_range_is_refused():
+    with pytest.raises(ValueError, match="numbers must be one of"):
+        generate_synthetic(1, seed=0, numbers="huge")

@@ -15,14 +15,14 @@ DEFAULT_PROFILE = os.environ.get("WORKINGS_PROFILE", "demo")
 
 
 def build_mix_command(args: argparse.Namespace) -> int:
-    from workings.mix import build_mix, save_mix
+    from workings.mix import build_mix, mix_provenance, save_mix
     from workings.models import load_tokenizer
 
     profile = load_profile(args.profile)
     out = args.out or run_dir(profile) / "mix"
     start = time.perf_counter()
     mix = build_mix(profile.data, load_tokenizer(profile.model), progress=not args.quiet)
-    save_mix(mix, out, {"profile": profile.name, "model": profile.model.id})
+    save_mix(mix, out, mix_provenance(profile))
     totals = mix.report["totals"]
     print(f"{out}: {totals['train_rows']} training rows, {totals['heldout']} held out, "
           f"{sum(totals['dropped'].values())} dropped of {totals['rows_in']} in {time.perf_counter() - start:.1f}s")

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from workings.chat import prompt_completion
 from workings.data import Example, Unusable, convert, load_rows
 from workings.profiles import DataConfig, EvalSetSpec, Origin
+from workings import module_digests
 from workings.synthetic import generate_synthetic
 
 # --- text normalisation, n-grams and MinHash ----------------------------------------------------
@@ -163,14 +164,15 @@ def source_rows(spec: Origin) -> list[dict[str, Any]]:
     """Raw rows of a source or eval set, from the Hub, a local file or the synthetic generator."""
     if spec.synthetic is not None:
         s = spec.synthetic
-        return [e.to_dict() for e in generate_synthetic(s.n, s.seed, s.min_steps, s.max_steps)]
+        return [e.to_dict() for e in generate_synthetic(s.n, s.seed, s.min_steps, s.max_steps, s.numbers)]
     return load_rows(hub_id=spec.hub_id, config=spec.config, split=spec.split, revision=spec.revision, path=spec.path)
 
 
 def describe_origin(spec: Origin) -> str:
     """Where a source's rows came from, for the report; a Hub source without a revision says it is unpinned."""
     if spec.synthetic is not None:
-        return f"synthetic generator, seed {spec.synthetic.seed}, {spec.synthetic.n} rows"
+        s = spec.synthetic
+        return f"synthetic generator ({s.numbers} numbers, {s.min_steps}-{s.max_steps} steps), seed {s.seed}, {s.n} rows"
     if spec.path is not None:
         return f"local file {spec.path}"
     where = f"{spec.hub_id} ({spec.config or 'default'}/{spec.split})"
@@ -442,15 +444,30 @@ def _load_split(path: Path) -> Any:
     return datasets.Dataset(pa.Table.from_pylist([], schema=_features().arrow_schema))
 
 
+# The modules whose code decides what a mix holds.
+MIX_MODULES = ("mix", "data", "synthetic", "answers", "format", "chat")
+
+
+def mix_provenance(profile: Any) -> dict[str, Any]:
+    """What a saved mix was built from: the profile, its model, and a key over the data
+    settings and the curation code (see :func:`ensure_mix`)."""
+    from dataclasses import asdict
+
+    keyed = {"data": asdict(profile.data), "model": profile.model.id, "code": module_digests(*MIX_MODULES)}
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"profile": profile.name, "model": profile.model.id, "data_key": key}
+
+
 def ensure_mix(profile: Any, *, progress: bool = True) -> Path:
     """The profile's mix folder (``runs/<profile>/mix``), built and saved first if it is missing
-    or was built for another model."""
+    or was built from other data settings, another model or other curation code."""
     from workings.models import load_tokenizer
     from workings.profiles import run_dir
 
     out_dir = run_dir(profile) / "mix"
     report_file = out_dir / "report.json"
-    if report_file.is_file() and json.loads(report_file.read_text()).get("model") == profile.model.id:
+    provenance = mix_provenance(profile)
+    if report_file.is_file() and json.loads(report_file.read_text()).get("data_key") == provenance["data_key"]:
         return out_dir
     mix = build_mix(profile.data, load_tokenizer(profile.model), progress=progress)
-    return save_mix(mix, out_dir, {"profile": profile.name, "model": profile.model.id})
+    return save_mix(mix, out_dir, provenance)

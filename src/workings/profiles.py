@@ -46,10 +46,15 @@ class SyntheticSpec:
     seed: int
     min_steps: int = 1
     max_steps: int = 4
+    numbers: str = "standard"  # or "small": one-digit changes to small collections, for tiny models
 
     def validate(self, key: str) -> None:
+        from workings.synthetic import NUMBER_RANGES
+
         _check(self.n > 0, f"{key}.n", f"must be positive, got {self.n}")
         _check(1 <= self.min_steps <= self.max_steps, f"{key}.min_steps", "need 1 <= min_steps <= max_steps")
+        _check(self.numbers in NUMBER_RANGES, f"{key}.numbers",
+               f"must be one of {sorted(NUMBER_RANGES)}, got {self.numbers!r}")
 
 
 @dataclass(kw_only=True)

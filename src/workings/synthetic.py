@@ -5,7 +5,13 @@ Every problem comes with correct step-by-step reasoning (one sentence and one
 families (a collection that changes, a shopping trip, a production rate), several
 phrasings per operation, 1-4 steps and number ranges that grow with the step
 count make it varied enough that a small model cannot memorise it: it has to
-learn the arithmetic and the format. It feeds the ``demo`` profile.
+learn the arithmetic and the format.
+
+``numbers="small"`` draws a simpler variety for models of a few hundred thousand
+parameters (the ``demo`` profile): collections only, starting at 2-12 and changed by
+one-digit amounts, with one bare computation per step (``12 + 3 = 15``), so every step
+is an addition or subtraction fact a tiny model can learn in minutes, and what makes a
+problem hard is the number of steps.
 """
 
 from __future__ import annotations
@@ -201,14 +207,49 @@ def _production(story: _Story, n_steps: int) -> tuple[str, int]:
     return place, total
 
 
+def _small_collection(story: _Story, n_steps: int) -> tuple[str, int]:
+    """A collection changed ``n_steps`` times by one-digit amounts: addition and subtraction only."""
+    rng = story.rng
+    name, pron = rng.choice(NAMES)
+    item = rng.choice(ITEMS)
+    Pron = pron.capitalize()
+    cur = rng.randint(2, 12)
+    story.question.append(rng.choice([
+        f"{name} has {cur} {item}.", f"{name} starts the week with {cur} {item}.",
+        f"There are {cur} {item} in {name}'s collection.",
+    ]))
+    for _ in range(n_steps):
+        if cur > 3 and rng.random() < 0.4:
+            k = rng.randint(1, min(9, cur - 1))
+            story.question.append(rng.choice([
+                f"{Pron} {_verb(pron, 'gives', 'give')} away {k}.", f"{Pron} {_verb(pron, 'loses', 'lose')} {k} of them.",
+                f"{Pron} {_verb(pron, 'sells', 'sell')} {k} {item}.",
+            ]))
+            story.steps.append(f"{cur} - {k} = {cur - k}")
+            cur -= k
+        else:
+            k = rng.randint(1, 9)
+            story.question.append(rng.choice([
+                f"{Pron} {_verb(pron, 'finds', 'find')} {k} more {item}.", f"{Pron} {_verb(pron, 'gets', 'get')} {k} more.",
+                f"{Pron} {_verb(pron, 'buys', 'buy')} {k} more {item}.",
+            ]))
+            story.steps.append(f"{cur} + {k} = {cur + k}")
+            cur += k
+    story.question.append(rng.choice([f"How many {item} does {name} have now?",
+                                       f"How many {item} {_verb(pron, 'has', 'have')} {pron} got in the end?"]))
+    return name, cur
+
+
 FAMILIES = (_collection, _collection, _shopping, _production)
+NUMBER_RANGES = {"standard": FAMILIES, "small": (_small_collection,)}
 
 
-def synthetic_problem(rng: random.Random, min_steps: int = 1, max_steps: int = 4) -> Example:
-    """One problem drawn from ``rng``."""
+def synthetic_problem(rng: random.Random, min_steps: int = 1, max_steps: int = 4,
+                      numbers: str = "standard") -> Example:
+    """One problem drawn from ``rng``; ``numbers`` is a key of :data:`NUMBER_RANGES`."""
     n_steps = rng.randint(min_steps, max_steps)
     story = _Story(rng, scale=n_steps)
-    _, answer = rng.choice(FAMILIES)(story, n_steps)
+    _, answer = rng.choice(NUMBER_RANGES[numbers])(story, n_steps)
     question = " ".join(story.question)
     reasoning = "\n".join(story.steps)
     return Example(
@@ -221,9 +262,12 @@ def synthetic_problem(rng: random.Random, min_steps: int = 1, max_steps: int = 4
     )
 
 
-def generate_synthetic(n: int, seed: int, min_steps: int = 1, max_steps: int = 4) -> list[Example]:
-    """``n`` problems, identical for the same ``seed``."""
+def generate_synthetic(n: int, seed: int, min_steps: int = 1, max_steps: int = 4,
+                       numbers: str = "standard") -> list[Example]:
+    """``n`` problems, identical for the same ``seed`` and settings."""
     if not 1 <= min_steps <= max_steps:
         raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
+    if numbers not in NUMBER_RANGES:
+        raise ValueError(f"numbers must be one of {sorted(NUMBER_RANGES)}, got {numbers!r}")
     rng = random.Random(seed)
-    return [synthetic_problem(rng, min_steps, max_steps) for _ in range(n)]
+    return [synthetic_problem(rng, min_steps, max_steps, numbers) for _ in range(n)]
