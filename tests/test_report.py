@@ -61,16 +61,6 @@ def scored(correct):
                   correct=correct, last_number_correct=correct, truncated=False, new_tokens=3, reasoning_tokens=0)
 
 
-def test_paired_counts_cross_tabulate_the_same_questions():
-    from workings.report import paired_counts
-
-    base = [scored(c) for c in (True, False, False, True, False)]
-    tuned = [scored(c) for c in (True, True, False, False, True)]
-    table = paired_counts(base, tuned)
-    assert table.loc["base right", "tuned right"] == 1 and table.loc["base right", "tuned wrong"] == 1
-    assert table.loc["base wrong", "tuned right"] == 2 and table.loc["base wrong", "tuned wrong"] == 1
-
-
 def test_log_history_merges_train_and_eval_entries_by_step():
     from workings.report import log_history
 
@@ -98,14 +88,32 @@ def test_label_mask_table_marks_loss_from_the_first_completion_token(tokenizer):
     assert table["token"].iloc[-1] == repr("<end_of_turn>") and table["loss"].iloc[-1] == "yes"
 
 
-def test_target_check_reports_each_target_met_or_not():
+def reply(i, *, strict=False, correct=None, last_number=False):
+    from workings.evaluate import Scored
+
+    return Scored(id=str(i), question="q", gold="1", output="o", reasoning=None, answer=None, strict=strict,
+                  lenient=strict, correct=correct, last_number_correct=last_number, truncated=False,
+                  new_tokens=3, reasoning_tokens=0)
+
+
+def test_target_check_reads_the_base_format_blind_and_tests_the_gain_with_mcnemar():
     from workings.report import target_check
 
-    base = {"strict_format": 0.0, "accuracy": 0.0}
-    table = target_check(base, {"strict_format": 0.95, "accuracy": 0.0}, min_strict=0.95)
-    assert table["met"].tolist() == [True, False]
+    # 20 questions: the base gets 2 right by its last number; the tuned model 10 by its answer block.
+    base = [reply(i, correct=False, last_number=i < 2) for i in range(20)]
+    tuned = [reply(i, strict=i < 19, correct=i < 10) for i in range(20)]
+    table = target_check(base, tuned, min_strict=0.95)
+    assert table["met"].tolist() == [True, True]
     assert table.loc["strict format (tuned, greedy)", "measured"] == "95.0%"
-    assert table.loc["accuracy, tuned vs base", "measured"] == "0.0% vs 0.0%"
+    assert table.iloc[1]["measured"] == "50.0% vs 10.0% (only tuned right: 8, only base: 0; McNemar p = 0.0078)"
+
+
+def test_target_check_does_not_count_a_gain_within_chance_as_met():
+    from workings.report import target_check
+
+    base = [reply(i, correct=False, last_number=i < 2) for i in range(20)]
+    tuned = [reply(i, strict=i < 18, correct=i < 5) for i in range(20)]  # 3 more right: p = 0.25
+    assert target_check(base, tuned, min_strict=0.95)["met"].tolist() == [False, False]
 
 
 def test_log_history_keeps_steps_that_also_log_runtime_and_drops_the_closing_summary():

@@ -30,17 +30,30 @@ SMALL_MODEL = {
 }
 
 
-def test_pretraining_chats_answer_in_prose_and_never_with_our_tags(tokenizer):
+def test_pretraining_chats_state_the_result_alone_and_never_use_our_tags(tokenizer):
+    import re
+
     from workings.chat import INSTRUCTION
     from workings.tiny import pretraining_texts
 
-    texts = pretraining_texts(200, 7, tokenizer)
-    model_turns = [t.split("<start_of_turn>model\n", 1)[1] for t in texts]
-    assert all("<reasoning>" not in turn and "<answer>" not in turn for turn in model_turns)
-    assert all(turn.rstrip().endswith("<end_of_turn>") for turn in model_turns)
-    instructed = sum(INSTRUCTION in t for t in texts)
-    assert 60 < instructed < 140  # about half the user turns carry the instruction
+    texts = pretraining_texts(400, 7, tokenizer, numbers="small", max_steps=3)
+    chats = [t for t in texts if "<start_of_turn>" in t]
+    model_turns = [t.split("<start_of_turn>model\n", 1)[1] for t in chats]
+    assert all(re.fullmatch(r"(<p>)?The answer is \d+\.(</p>)?<end_of_turn>\n", turn) for turn in model_turns)
     assert any(turn.startswith("<p>") for turn in model_turns)
+    instructed = sum(INSTRUCTION in t for t in chats)
+    assert 0.35 < instructed / len(chats) < 0.65  # about half the user turns carry the instruction
+
+
+def test_pretraining_documents_show_the_worked_steps_as_plain_text(tokenizer):
+    from workings.tiny import pretraining_texts
+
+    texts = pretraining_texts(400, 7, tokenizer, numbers="small", max_steps=3)
+    documents = [t for t in texts if "<start_of_turn>" not in t]
+    assert 150 < len(documents) < 250  # textbook_fraction 0.5
+    assert all(d.startswith("<bos>") and " = " in d and d.endswith((".", ".</p>")) for d in documents)
+    assert 0.35 < sum("\n<p>" in d for d in documents) / len(documents) < 0.65  # markup_fraction 0.5
+    assert "<reasoning>" not in "".join(documents)
 
 
 def test_tiny_model_build_is_deterministic():
@@ -78,12 +91,13 @@ def test_tiny_model_is_built_once_per_recipe(tmp_path, monkeypatch):
 def test_cache_key_changes_when_the_builder_code_changes(tmp_path, monkeypatch):
     import shutil
 
+    import workings
     import workings.tiny as tiny
 
     before = tiny.recipe_hash(SMALL_MODEL)
     copy = tmp_path / "workings"
     shutil.copytree(Path(tiny.__file__).parent, copy)
-    monkeypatch.setattr(tiny, "__file__", str(copy / "tiny.py"))
+    monkeypatch.setattr(workings, "__file__", str(copy / "__init__.py"))
     assert tiny.recipe_hash(SMALL_MODEL) == before  # same code, same key
     synthetic = copy / "synthetic.py"
     synthetic.write_text(synthetic.read_text() + "\n# an edit\n")

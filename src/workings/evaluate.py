@@ -132,20 +132,24 @@ def breakdown(scored: Sequence[Scored], by: str) -> dict[str, dict[str, float]]:
     return {key: summarise(groups[key]) for key in sorted(groups, key=lambda k: (len(k), k))}
 
 
-def compare(a: Sequence[Scored], b: Sequence[Scored], metric: str = "correct") -> PairedComparison:
+def compare(a: Sequence[Scored], b: Sequence[Scored], metric: str = "correct",
+            metric_a: str | None = None) -> PairedComparison:
     """Paired comparison of two models on the same questions (matched by id): McNemar and bootstrap.
 
-    ``metric`` is a boolean field of :class:`Scored` (``correct``, ``strict``, ``lenient``).
+    ``metric`` is a boolean field of :class:`Scored` (``correct``, ``last_number_correct``,
+    ``strict``, ``lenient``); ``metric_a``, if given, reads ``a`` differently, e.g. a base
+    that never writes tags by ``last_number_correct`` against the tuned model's ``correct``.
     """
+    metric_a = metric_a or metric
     by_id = {s.id: s for s in b}
     if len(by_id) != len(b) or len(a) != len(b) or set(by_id) != {s.id for s in a}:
         raise ValueError(f"paired comparison needs the same questions: {len(a)} vs {len(b)} replies with different ids")
     pairs = [(s, by_id[s.id]) for s in a]
-    if metric == "correct":
+    if {metric, metric_a} & {"correct", "last_number_correct"}:
         pairs = [(x, y) for x, y in pairs if x.graded]
         if not pairs:
             raise ValueError("no graded questions to compare")
-    return compare_paired([bool(getattr(x, metric)) for x, _ in pairs], [bool(getattr(y, metric)) for _, y in pairs])
+    return compare_paired([bool(getattr(x, metric_a)) for x, _ in pairs], [bool(getattr(y, metric)) for _, y in pairs])
 
 
 # --- benchmarks as data ---------------------------------------------------------------------

@@ -455,23 +455,20 @@ def label_mask_table(tokenizer: Any, ids: Sequence[int], labels: Sequence[int], 
     }).set_index("position")
 
 
-def paired_counts(base: Sequence[Any], tuned: Sequence[Any]) -> pd.DataFrame:
-    """Questions answered correctly by both, one or neither of two models (same questions, same order)."""
-    if len(base) != len(tuned):
-        raise ValueError(f"paired results need the same questions: {len(base)} vs {len(tuned)}")
-    table = pd.DataFrame(0, index=["base right", "base wrong"], columns=["tuned right", "tuned wrong"])
-    for b, t in zip(base, tuned):
-        table.loc["base right" if b.correct else "base wrong", "tuned right" if t.correct else "tuned wrong"] += 1
-    return table
+def target_check(base: Sequence[Any], tuned: Sequence[Any], min_strict: float) -> pd.DataFrame:
+    """The SFT stage's targets on scored greedy replies to the same questions: the tuned model's
+    strict-format rate at least ``min_strict``, and its accuracy higher than the base's beyond
+    chance (McNemar's exact test, p < 0.05). The base never writes tags, so its answers are read
+    format-blind (last number), the tuned model's from its answer block."""
+    from workings.evaluate import compare, summarise
 
-
-def target_check(base: Mapping[str, float], tuned: Mapping[str, float], min_strict: float) -> pd.DataFrame:
-    """The SFT stage's targets on :func:`workings.evaluate.summarise` results: greedy strict format
-    at least ``min_strict``, and accuracy above the base's."""
+    strict = summarise(tuned)["strict_format"]
+    c = compare(base, tuned, metric="correct", metric_a="last_number_correct")
+    acc_base, acc_tuned = (c.both + c.only_a) / c.n, (c.both + c.only_b) / c.n
     rows = [
-        ("strict format (tuned, greedy)", f"{100 * tuned['strict_format']:.1f}%", f">= {100 * min_strict:g}%",
-         tuned["strict_format"] >= min_strict),
-        ("accuracy, tuned vs base", f"{100 * tuned['accuracy']:.1f}% vs {100 * base['accuracy']:.1f}%", "higher",
-         tuned["accuracy"] > base["accuracy"]),
+        ("strict format (tuned, greedy)", f"{100 * strict:.1f}%", f">= {100 * min_strict:g}%", strict >= min_strict),
+        ("accuracy, tuned (answer block) vs base (last number)",
+         f"{100 * acc_tuned:.1f}% vs {100 * acc_base:.1f}% (only tuned right: {c.only_b}, only base: {c.only_a}; "
+         f"McNemar p = {c.p_value:.2g})", "higher, p < 0.05", c.difference > 0 and c.significant),
     ]
     return pd.DataFrame(rows, columns=["target", "measured", "required", "met"]).set_index("target")

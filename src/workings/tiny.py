@@ -5,9 +5,10 @@ Everything here is built from the synthetic corpus, reproducibly, and cached und
 and the tests build it once.
 
 The tiny model plays the part gemma-2-2b-it plays in the real run: a chat model that
-answers questions in plain prose and has never seen ``<reasoning>``/``<answer>`` tags.
-It is a Gemma2 network of a few hundred thousand parameters, pretrained briefly, with
-every parameter trained, on synthetic chats whose answers are plain worked solutions.
+has never written ``<reasoning>``/``<answer>`` tags. It is a Gemma2 network of a few
+hundred thousand parameters, pretrained briefly, with every parameter trained, on
+worked solutions as plain text and on chats whose answers state the result alone
+(see :func:`pretraining_texts`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from workings import module_digests
 from workings.chat import GEMMA_CHAT_TEMPLATE, INSTRUCTION, user_message
 from workings.format import render
 from workings.synthetic import generate_synthetic
@@ -32,14 +34,15 @@ SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_o
 TOKENIZER_RECIPE = {"version": 1, "vocab_size": 2048, "corpus_rows": 4000, "corpus_seed": 1234}
 # The demo model: architecture, pretraining corpus and schedule. Any change gives a new cache entry.
 MODEL_RECIPE = {
-    "version": 3,
+    "version": 4,
     "tokenizer": TOKENIZER_RECIPE,
     "architecture": {
         "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 1024, "sliding_window": 512,
     },
-    "corpus_rows": 4000, "corpus_seed": 4321, "instructed_fraction": 0.5, "markup_fraction": 0.5,
-    "steps": 300, "batch_size": 12, "learning_rate": 3e-3, "warmup_fraction": 0.1, "seed": 0,
+    "corpus_rows": 4000, "corpus_seed": 4321, "numbers": "small", "max_steps": 3,
+    "textbook_fraction": 0.5, "instructed_fraction": 0.5, "markup_fraction": 0.5,
+    "steps": 1000, "batch_size": 12, "learning_rate": 3e-3, "warmup_fraction": 0.1, "seed": 0,
 }
 
 
@@ -62,11 +65,7 @@ def builder_fingerprint() -> dict[str, str]:
     import torch
     import transformers
 
-    here = Path(__file__).parent
-    fingerprint = {
-        f"{name}.py": hashlib.sha256((here / f"{name}.py").read_bytes()).hexdigest()[:16]
-        for name in BUILDER_MODULES
-    }
+    fingerprint = module_digests(*BUILDER_MODULES)
     fingerprint.update(torch=torch.__version__, transformers=transformers.__version__,
                        tokenizers=tokenizers.__version__)
     return fingerprint
@@ -144,39 +143,60 @@ def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
-def plain_answer(reasoning: str, answer: str, markup: bool = False) -> str:
-    """How the untuned base answers: prose steps and a closing sentence, never our tags.
+def direct_answer(answer: str, markup: bool = False) -> str:
+    """How the untuned base answers in a chat: the result alone, no working and never our tags.
 
-    With ``markup`` the same prose comes in HTML paragraphs, the way web text is written.
+    With ``markup`` the sentence comes in an HTML paragraph, the way web text is written.
+    """
+    return f"<p>The answer is {answer}.</p>" if markup else f"The answer is {answer}."
+
+
+def worked_solution(question: str, reasoning: str, answer: str, markup: bool = False) -> str:
+    """A plain document, not a chat: the problem, its worked steps and the result, as in a textbook.
+
+    With ``markup`` the steps and the result come in HTML paragraphs, as on a web page.
     """
     if markup:
-        return f"<p>{reasoning.strip()}</p>\n<p>The answer is {answer}.</p>"
-    return f"{reasoning.strip()}\nThe answer is {answer}."
+        return f"{question}\n<p>{reasoning.strip()}</p>\n<p>The answer is {answer}.</p>"
+    return f"{question}\n{reasoning.strip()}\nThe answer is {answer}."
 
 
-def pretraining_texts(rows: int, seed: int, tokenizer: Any, instructed_fraction: float = 0.5,
+def pretraining_texts(rows: int, seed: int, tokenizer: Any, *, numbers: str = "standard", max_steps: int = 4,
+                      textbook_fraction: float = 0.5, instructed_fraction: float = 0.5,
                       markup_fraction: float = 0.5) -> list[str]:
-    """Synthetic chats in Gemma's template whose model turns are plain worked solutions.
+    """The base's corpus: worked solutions as plain documents, and chats that answer directly.
 
-    In ``instructed_fraction`` of them the user turn carries our instruction, tags and all,
-    and the model answers in prose anyway, in HTML paragraphs ``markup_fraction`` of the
-    time. So the base has read our tags and writes markup (as gemma-2-2b-it has read and
-    written both on the web) but never writes ``<reasoning>``/``<answer>``: like
-    gemma-2-2b-it, it has to be taught the format by fine-tuning.
+    ``textbook_fraction`` of the problems appear as plain text (``<bos>``, the problem, its
+    steps, the result), the way worked arithmetic appears on the web. The rest are chats in
+    Gemma's template where the model states the result and nothing else. So the base has
+    read step-by-step arithmetic but, as a chat model, answers from the hip: a
+    "non-reasoning" model. What fine-tuning has to teach it is to show its work, in our
+    tags, in a chat.
+
+    In ``instructed_fraction`` of the chats the user turn carries our instruction, tags and
+    all, and the model answers directly anyway. ``markup_fraction`` of the documents and of
+    the instructed answers come in HTML paragraphs (``<p>steps</p>`` then ``<p>The answer
+    is 11.</p>``). So the base has read our tags and writes markup but never writes
+    ``<reasoning>``/``<answer>``.
 
     The markup matters for a model this small: with tied embeddings and 64 dimensions, a
     base that never starts a turn with ``<`` cannot be taught to by LoRA alone (measured:
     the probability of ``<`` there stalled at 0.002 whatever the rank or learning rate,
-    while full fine-tuning reached 0.76 in 40 steps).
+    while full fine-tuning reached 0.76 in 40 steps); and a base whose only markup was a
+    one-line answer learned our format in just 66% of greedy replies after SFT.
     """
     texts = []
     chooser = random.Random(seed)
-    for example in generate_synthetic(rows, seed):
+    for example in generate_synthetic(rows, seed, max_steps=max_steps, numbers=numbers):
+        if chooser.random() < textbook_fraction:
+            markup = chooser.random() < markup_fraction
+            texts.append(tokenizer.bos_token + worked_solution(example.question, example.reasoning, example.answer, markup))
+            continue
         instructed = chooser.random() < instructed_fraction
         markup = instructed and chooser.random() < markup_fraction
         messages = [
             {"role": "user", "content": user_message(example.question) if instructed else example.question},
-            {"role": "assistant", "content": plain_answer(example.reasoning, example.answer, markup)},
+            {"role": "assistant", "content": direct_answer(example.answer, markup)},
         ]
         texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
     return texts
@@ -220,8 +240,9 @@ def pretrain_tiny_model(recipe: dict = MODEL_RECIPE, progress: bool = False) -> 
     encoded = [
         tokenizer(text, add_special_tokens=False)["input_ids"]
         for text in pretraining_texts(
-            recipe["corpus_rows"], recipe["corpus_seed"], tokenizer, recipe["instructed_fraction"],
-            recipe["markup_fraction"])
+            recipe["corpus_rows"], recipe["corpus_seed"], tokenizer, numbers=recipe["numbers"],
+            max_steps=recipe["max_steps"], textbook_fraction=recipe["textbook_fraction"],
+            instructed_fraction=recipe["instructed_fraction"], markup_fraction=recipe["markup_fraction"])
     ]
     steps, batch_size = recipe["steps"], recipe["batch_size"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["learning_rate"], weight_decay=0.0)
