@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 __version__ = "0.1.0"
 
 
+def json_digest(value: Any, length: int) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``value`` as sorted JSON: a cache key."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file (first 16 hex digits), read in chunks: identifies weights or code."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
 def module_digests(*names: str) -> dict[str, str]:
-    """Short digests of this package's source files ``<name>.py``: the code that made an artefact.
+    """:func:`file_digest` of this package's source files ``<name>.py``: the code that made an artefact.
 
     Cache keys include them, so that an edit to the code builds afresh instead of reading
     back an artefact that the current code would not produce.
     """
     here = Path(__file__).parent
-    return {f"{name}.py": hashlib.sha256((here / f"{name}.py").read_bytes()).hexdigest()[:16] for name in names}
+    return {f"{name}.py": file_digest(here / f"{name}.py") for name in names}

@@ -12,7 +12,6 @@ reasoning and answer, verdicts, flags), streamed to disk while the benchmark run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workings import file_digest, json_digest
 from workings.answers import equivalent, gsm8k_gold, math_gold
 from workings.format import parse
 from workings.generate import Generation, SamplingConfig, generate
@@ -209,11 +209,6 @@ def profile_benchmarks(profile: Profile, heldout: Any | None = None) -> list[Ben
 
 # --- running a benchmark ------------------------------------------------------------------
 
-def settings_key(settings: Mapping[str, Any]) -> str:
-    """A short stable hash of generation settings, for file names."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-
-
 def evaluate_model(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], sampling: SamplingConfig,
                    progress: bool = False, *, out: str | Path | None = None,
                    settings: Mapping[str, Any] | None = None) -> list[Scored]:
@@ -269,15 +264,6 @@ def sampling_configs(evaluation: Any) -> dict[str, SamplingConfig]:
 
 # --- a profile's models on its benchmarks ---------------------------------------------------
 
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file (first 16 hex digits): identifies an adapter's weights in settings."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
 def model_settings(profile: Profile, adapter: str | Path | None = None) -> dict[str, Any]:
     """What identifies the model that answers: base id and build, precision, engine and adapter weights."""
     from workings.models import TINY, engine_name, model_source
@@ -329,7 +315,7 @@ def run_benchmarks(profile: Profile, benchmarks: Sequence[Benchmark], adapter: s
 
     sampling = sampling or sampling_configs(profile.evaluation)["greedy"]
     settings = model_settings(profile, adapter)
-    folder = Path(out_dir or run_dir(profile) / "eval") / settings_key({**settings, "sampling": asdict(sampling)})
+    folder = Path(out_dir or run_dir(profile) / "eval") / json_digest({**settings, "sampling": asdict(sampling)}, 10)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "settings.json").write_text(json.dumps({**settings, "sampling": asdict(sampling),
                                                       "adapter_path": str(adapter) if adapter else None}, indent=1))

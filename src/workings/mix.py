@@ -37,7 +37,7 @@ from tqdm import tqdm
 from workings.chat import prompt_completion
 from workings.data import Example, Unusable, convert, load_rows
 from workings.profiles import DataConfig, EvalSetSpec, Origin
-from workings import module_digests
+from workings import json_digest, module_digests
 from workings.synthetic import generate_synthetic
 
 # --- text normalisation, n-grams and MinHash ----------------------------------------------------
@@ -453,8 +453,7 @@ def mix_provenance(profile: Any) -> dict[str, Any]:
     settings and the curation code (see :func:`ensure_mix`)."""
     from dataclasses import asdict
 
-    keyed = {"data": asdict(profile.data), "model": profile.model.id, "code": module_digests(*MIX_MODULES)}
-    key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = json_digest({"data": asdict(profile.data), "model": profile.model.id, "code": module_digests(*MIX_MODULES)}, 16)
     return {"profile": profile.name, "model": profile.model.id, "data_key": key}
 
 

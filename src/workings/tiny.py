@@ -13,7 +13,6 @@ worked solutions as plain text and on chats whose answers state the result alone
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workings import module_digests
+from workings import json_digest, module_digests
 from workings.chat import GEMMA_CHAT_TEMPLATE, INSTRUCTION, user_message
 from workings.format import render
 from workings.synthetic import generate_synthetic
@@ -73,8 +72,7 @@ def builder_fingerprint() -> dict[str, str]:
 
 def recipe_hash(recipe: dict) -> str:
     """The cache key of a build: the recipe together with :func:`builder_fingerprint`."""
-    keyed = {"recipe": recipe, "builder": builder_fingerprint()}
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+    return json_digest({"recipe": recipe, "builder": builder_fingerprint()}, 12)
 
 
 def tokenizer_corpus(rows: int, seed: int) -> list[str]:
