@@ -55,18 +55,26 @@ class _Story:
         return self.rng.randint(low, high * self.scale)
 
 
+def _collection_opening(rng: random.Random, name: str, item: str, cur: int) -> str:
+    return rng.choice([
+        f"{name} has {cur} {item}.", f"{name} starts the week with {cur} {item}.",
+        f"There are {cur} {item} in {name}'s collection.",
+    ])
+
+
+def _collection_question(rng: random.Random, name: str, pron: str, item: str) -> str:
+    return rng.choice([f"How many {item} does {name} have now?",
+                       f"How many {item} {_verb(pron, 'has', 'have')} {pron} got in the end?"])
+
+
 def _collection(story: _Story, n_steps: int) -> tuple[str, int]:
     rng = story.rng
     name, pron = rng.choice(NAMES)
     other = rng.choice([n for n, _ in NAMES if n != name])
     item, box = rng.choice(ITEMS), rng.choice(CONTAINERS)
     Pron = pron.capitalize()
-    has = _verb(pron, "has", "have")
     cur = story.n(5, 40)
-    story.question.append(rng.choice([
-        f"{name} has {cur} {item}.", f"{name} starts the week with {cur} {item}.",
-        f"There are {cur} {item} in {name}'s collection.",
-    ]))
+    story.question.append(_collection_opening(rng, name, item, cur))
 
     def add() -> int:
         k = story.n(2, 30)
@@ -140,7 +148,7 @@ def _collection(story: _Story, n_steps: int) -> tuple[str, int]:
         story.question.append(f"If {pron} {_verb(pron, 'sells', 'sell')} every one of them for ${price}, how many dollars {_verb(pron, 'does', 'do')} {pron} make?")
         story.steps.append(f"Selling {cur} {item} at ${price} each makes {cur} * {price} = {cur * price} dollars.")
         return name, cur * price
-    story.question.append(rng.choice([f"How many {item} does {name} have now?", f"How many {item} {has} {pron} got in the end?"]))
+    story.question.append(_collection_question(rng, name, pron, item))
     return name, cur
 
 
@@ -214,10 +222,7 @@ def _small_collection(story: _Story, n_steps: int) -> tuple[str, int]:
     item = rng.choice(ITEMS)
     Pron = pron.capitalize()
     cur = rng.randint(2, 12)
-    story.question.append(rng.choice([
-        f"{name} has {cur} {item}.", f"{name} starts the week with {cur} {item}.",
-        f"There are {cur} {item} in {name}'s collection.",
-    ]))
+    story.question.append(_collection_opening(rng, name, item, cur))
     for _ in range(n_steps):
         if cur > 3 and rng.random() < 0.4:
             k = rng.randint(1, min(9, cur - 1))
@@ -235,8 +240,7 @@ def _small_collection(story: _Story, n_steps: int) -> tuple[str, int]:
             ]))
             story.steps.append(f"{cur} + {k} = {cur + k}")
             cur += k
-    story.question.append(rng.choice([f"How many {item} does {name} have now?",
-                                       f"How many {item} {_verb(pron, 'has', 'have')} {pron} got in the end?"]))
+    story.question.append(_collection_question(rng, name, pron, item))
     return name, cur
 
 
