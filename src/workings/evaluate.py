@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workings import file_digest, json_digest
+from workings import file_digest, json_digest, write_jsonl
 from workings.answers import equivalent, gsm8k_gold, math_gold
 from workings.format import parse
 from workings.generate import Generation, SamplingConfig, generate
@@ -234,11 +234,7 @@ def scored_path(generations_path: str | Path) -> Path:
 
 def save_scored(path: str | Path, scored: Sequence[Scored]) -> Path:
     """Write scored records as JSONL, replacing the file only once the new one is complete."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(s.as_dict(), ensure_ascii=False) + "\n" for s in scored))
-    tmp.replace(path)
-    return path
+    return write_jsonl(path, (s.as_dict() for s in scored))
 
 
 def load_scored(path: str | Path) -> list[Scored]:

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from workings import write_jsonl
+
 FIELDS = ("id", "question", "response", "answer")
 
 
@@ -34,11 +36,7 @@ def write_predictions(path: str | Path, scored: Iterable[Any]) -> Path:
     ids = [r["id"] for r in records]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: prediction ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_jsonl(path, records)
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
