@@ -181,7 +181,8 @@ def pretraining_texts(rows: int, seed: int, tokenizer: Any, *, numbers: str = "s
     base that never starts a turn with ``<`` cannot be taught to by LoRA alone (measured:
     the probability of ``<`` there stalled at 0.002 whatever the rank or learning rate,
     while full fine-tuning reached 0.76 in 40 steps); and a base whose only markup was a
-    one-line answer learned our format in just 66% of greedy replies after SFT.
+    one-line answer (an earlier draft, questions worded differently) learned our format in
+    just 66% of greedy replies under the same SFT settings.
     """
     texts = []
     chooser = random.Random(seed)
