@@ -72,6 +72,14 @@ def test_small_numbers_follow_the_story_from_step_to_step():
         assert operands[1:] == results[:-1] and results[-1] == ex.answer
 
 
+def test_small_numbers_word_each_kind_of_sentence_one_way():
+    pattern = (r"(?P<name>[A-Z][a-z]+) has \d+ (?P<item>[a-z ]+)\."
+               r"( (She|He|They) (finds|find) \d more\.| (She|He|They) (gives|give) away \d\.)+"
+               r" How many (?P=item) does (?P=name) have now\?")
+    for ex in generate_synthetic(200, seed=23, max_steps=3, numbers="small"):
+        assert re.fullmatch(pattern, ex.question), ex.question
+
+
 def test_unknown_number_range_is_refused():
     with pytest.raises(ValueError, match="numbers must be one of"):
         generate_synthetic(1, seed=0, numbers="huge")

@@ -9,9 +9,9 @@ learn the arithmetic and the format.
 
 ``numbers="small"`` draws a simpler variety for models of a few hundred thousand
 parameters (the ``demo`` profile): collections only, starting at 2-12 and changed by
-one-digit amounts, with one bare computation per step (``12 + 3 = 15``), so every step
-is an addition or subtraction fact a tiny model can learn in minutes, and what makes a
-problem hard is the number of steps.
+one-digit amounts, one wording per sentence, with one bare computation per step
+(``12 + 3 = 15``), so every step is an addition or subtraction fact a tiny model can
+learn in minutes, and what makes a problem hard is the number of steps.
 """
 
 from __future__ import annotations
@@ -55,18 +55,6 @@ class _Story:
         return self.rng.randint(low, high * self.scale)
 
 
-def _collection_opening(rng: random.Random, name: str, item: str, cur: int) -> str:
-    return rng.choice([
-        f"{name} has {cur} {item}.", f"{name} starts the week with {cur} {item}.",
-        f"There are {cur} {item} in {name}'s collection.",
-    ])
-
-
-def _collection_question(rng: random.Random, name: str, pron: str, item: str) -> str:
-    return rng.choice([f"How many {item} does {name} have now?",
-                       f"How many {item} {_verb(pron, 'has', 'have')} {pron} got in the end?"])
-
-
 def _collection(story: _Story, n_steps: int) -> tuple[str, int]:
     rng = story.rng
     name, pron = rng.choice(NAMES)
@@ -74,7 +62,10 @@ def _collection(story: _Story, n_steps: int) -> tuple[str, int]:
     item, box = rng.choice(ITEMS), rng.choice(CONTAINERS)
     Pron = pron.capitalize()
     cur = story.n(5, 40)
-    story.question.append(_collection_opening(rng, name, item, cur))
+    story.question.append(rng.choice([
+        f"{name} has {cur} {item}.", f"{name} starts the week with {cur} {item}.",
+        f"There are {cur} {item} in {name}'s collection.",
+    ]))
 
     def add() -> int:
         k = story.n(2, 30)
@@ -148,7 +139,8 @@ def _collection(story: _Story, n_steps: int) -> tuple[str, int]:
         story.question.append(f"If {pron} {_verb(pron, 'sells', 'sell')} every one of them for ${price}, how many dollars {_verb(pron, 'does', 'do')} {pron} make?")
         story.steps.append(f"Selling {cur} {item} at ${price} each makes {cur} * {price} = {cur * price} dollars.")
         return name, cur * price
-    story.question.append(_collection_question(rng, name, pron, item))
+    story.question.append(rng.choice([f"How many {item} does {name} have now?",
+                                       f"How many {item} {_verb(pron, 'has', 'have')} {pron} got in the end?"]))
     return name, cur
 
 
@@ -216,31 +208,30 @@ def _production(story: _Story, n_steps: int) -> tuple[str, int]:
 
 
 def _small_collection(story: _Story, n_steps: int) -> tuple[str, int]:
-    """A collection changed ``n_steps`` times by one-digit amounts: addition and subtraction only."""
+    """A collection changed ``n_steps`` times by one-digit amounts, one fixed sentence per kind of change.
+
+    One wording per sentence (``Ava has 7 stickers.``, ``She finds 3 more.``, ``She gives
+    away 2.``): a model of a few hundred thousand parameters spends its capacity on finding
+    the amounts and adding them, not on paraphrase.
+    """
     rng = story.rng
     name, pron = rng.choice(NAMES)
     item = rng.choice(ITEMS)
     Pron = pron.capitalize()
     cur = rng.randint(2, 12)
-    story.question.append(_collection_opening(rng, name, item, cur))
+    story.question.append(f"{name} has {cur} {item}.")
     for _ in range(n_steps):
         if cur > 3 and rng.random() < 0.4:
             k = rng.randint(1, min(9, cur - 1))
-            story.question.append(rng.choice([
-                f"{Pron} {_verb(pron, 'gives', 'give')} away {k}.", f"{Pron} {_verb(pron, 'loses', 'lose')} {k} of them.",
-                f"{Pron} {_verb(pron, 'sells', 'sell')} {k} {item}.",
-            ]))
+            story.question.append(f"{Pron} {_verb(pron, 'gives', 'give')} away {k}.")
             story.steps.append(f"{cur} - {k} = {cur - k}")
             cur -= k
         else:
             k = rng.randint(1, 9)
-            story.question.append(rng.choice([
-                f"{Pron} {_verb(pron, 'finds', 'find')} {k} more {item}.", f"{Pron} {_verb(pron, 'gets', 'get')} {k} more.",
-                f"{Pron} {_verb(pron, 'buys', 'buy')} {k} more {item}.",
-            ]))
+            story.question.append(f"{Pron} {_verb(pron, 'finds', 'find')} {k} more.")
             story.steps.append(f"{cur} + {k} = {cur + k}")
             cur += k
-    story.question.append(_collection_question(rng, name, pron, item))
+    story.question.append(f"How many {item} does {name} have now?")
     return name, cur
 
 
