@@ -33,14 +33,14 @@ SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_o
 TOKENIZER_RECIPE = {"version": 1, "vocab_size": 2048, "corpus_rows": 4000, "corpus_seed": 1234}
 # The demo model: architecture, pretraining corpus and schedule. Any change gives a new cache entry.
 MODEL_RECIPE = {
-    "version": 4,
+    "version": 5,
     "tokenizer": TOKENIZER_RECIPE,
     "architecture": {
         "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 1024, "sliding_window": 512,
     },
     "corpus_rows": 4000, "corpus_seed": 4321, "numbers": "small", "max_steps": 3,
-    "textbook_fraction": 0.5, "instructed_fraction": 0.5, "markup_fraction": 0.5,
+    "textbook_fraction": 0.65, "instructed_fraction": 0.5, "markup_fraction": 0.5,
     "steps": 1000, "batch_size": 12, "learning_rate": 3e-3, "warmup_fraction": 0.1, "seed": 0,
 }
 
@@ -183,6 +183,13 @@ def pretraining_texts(rows: int, seed: int, tokenizer: Any, *, numbers: str = "s
     while full fine-tuning reached 0.76 in 40 steps); and a base whose only markup was a
     one-line answer (an earlier draft, questions worded differently) learned our format in
     just 66% of greedy replies under the same SFT settings.
+
+    The demo recipe puts 65% of the problems in documents. Measured on 200 small problems
+    (1000 steps, one wording per sentence): with half of them in documents, the base got
+    43% right when it continued a document with its steps and 45% when it answered a chat
+    directly, so writing the steps bought nothing; with 65% the two were 75% and 42.5% (and
+    44.5% and 23.5% with another seed). Like a real pretrained model, the base knows more
+    from what it has read than its chat answers show.
     """
     texts = []
     chooser = random.Random(seed)
