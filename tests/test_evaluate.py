@@ -8,6 +8,9 @@ from workings.evaluate import (
     Scored,
     breakdown,
     compare,
+    computations,
+    error_counts,
+    error_kind,
     heldout_benchmarks,
     load_benchmark,
     load_scored,
@@ -182,3 +185,60 @@ def test_a_finished_benchmark_is_read_back_without_loading_the_model(tiny_profil
     assert run_benchmarks(profile, [bench], out_dir=tmp_path, progress=False)["tiny"] == first
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert sorted(p.name for p in folder.iterdir()) == ["settings.json", "tiny.jsonl", "tiny.scored.jsonl"]
+
+
+# --- why a wrong reply is wrong -----------------------------------------------------------------
+
+QUESTION = "Ava has 12 stickers. She finds 3 more. She gives away 5. How many stickers does Ava have now?"
+
+
+def judged(output, gold="10"):
+    return score(QUESTION, gold, reply(output))
+
+
+def test_computations_are_read_in_order_with_their_operators():
+    from fractions import Fraction
+
+    assert computations("12 + 3 = 15\nThen 4 * $5 = $20, and 7 / 2 = 3.5") == [
+        (Fraction(12), "+", Fraction(3), Fraction(15)),
+        (Fraction(4), "*", Fraction(5), Fraction(20)),
+        (Fraction(7), "/", Fraction(2), Fraction(7, 2)),
+    ]
+
+
+def test_a_right_reply_has_no_error_kind():
+    assert error_kind(judged("<reasoning>12 + 3 = 15\n15 - 5 = 10</reasoning>\n<answer>10</answer>")) is None
+
+
+def test_a_base_reply_can_be_judged_by_its_last_number():
+    assert error_kind(judged("The answer is 10."), metric="last_number_correct") is None
+    assert error_kind(judged("The answer is 10.")) == "no computation"
+
+
+def test_a_reply_without_any_computation():
+    assert error_kind(judged("The answer is 9.")) == "no computation"
+
+
+def test_a_wrong_result_in_any_line_is_a_wrong_sum():
+    assert error_kind(judged("<reasoning>12 + 3 = 16\n16 - 5 = 11</reasoning>\n<answer>11</answer>")) == "wrong sum"
+
+
+def test_an_operand_from_neither_the_question_nor_an_earlier_line():
+    assert error_kind(judged("<reasoning>12 + 3 = 15\n16 - 5 = 11</reasoning>\n<answer>11</answer>")) == "number from nowhere"
+
+
+def test_an_answer_that_does_not_follow_from_the_last_line():
+    assert error_kind(judged("<reasoning>12 + 3 = 15\n15 - 5 = 10</reasoning>\n<answer>9</answer>", gold="10")) == (
+        "answer is not the last result")
+
+
+def test_right_and_grounded_lines_that_solve_the_wrong_problem_are_a_wrong_plan():
+    assert error_kind(judged("<reasoning>12 + 3 = 15\n15 + 5 = 20</reasoning>\n<answer>20</answer>")) == "wrong plan"
+
+
+def test_error_counts_cover_every_graded_reply_and_skip_ungraded_ones():
+    replies = [judged("<reasoning>12 + 3 = 15\n15 - 5 = 10</reasoning>\n<answer>10</answer>"),
+               judged("The answer is 9."), judged("12 + 3 = 16"),
+               score(QUESTION, None, reply("no gold"))]
+    assert error_counts(replies) == {"right": 1, "no computation": 1, "wrong sum": 1, "number from nowhere": 0,
+                                     "answer is not the last result": 0, "wrong plan": 0}

@@ -116,6 +116,25 @@ def test_target_check_does_not_count_a_gain_within_chance_as_met():
     assert target_check(base, tuned, min_strict=0.95)["met"].tolist() == [False, False]
 
 
+def test_error_table_reads_each_model_by_its_own_metric():
+    from workings.evaluate import score
+    from workings.generate import Generation
+    from workings.report import error_table
+
+    question = "Ava has 12 stickers. She finds 3 more. How many stickers does Ava have now?"
+
+    def said(text):
+        return score(question, "15", Generation(prompt="p", text=text, new_tokens=5, truncated=False))
+
+    base = [said("The answer is 15."), said("The answer is 14.")]
+    tuned = [said("<reasoning>12 + 3 = 15</reasoning>\n<answer>15</answer>"),
+             said("<reasoning>12 + 3 = 16</reasoning>\n<answer>16</answer>")]
+    table = error_table({"base": (base, "last_number_correct"), "tuned": (tuned, "correct")})
+    assert table["base"].to_dict() == {"right": 1, "no computation": 1, "wrong sum": 0, "number from nowhere": 0,
+                                       "answer is not the last result": 0, "wrong plan": 0}
+    assert table.loc["right", "tuned"] == 1 and table.loc["wrong sum", "tuned"] == 1
+
+
 def test_log_history_keeps_steps_that_also_log_runtime_and_drops_the_closing_summary():
     from workings.report import log_history
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,51 @@ def compare(a: Sequence[Scored], b: Sequence[Scored], metric: str = "correct",
         if not pairs:
             raise ValueError("no graded questions to compare")
     return compare_paired([bool(getattr(x, metric_a)) for x, _ in pairs], [bool(getattr(y, metric)) for _, y in pairs])
+
+
+_COMPUTATION = re.compile(r"(-?\d+(?:\.\d+)?)\s*([-+*/×x])\s*\$?(-?\d+(?:\.\d+)?)\s*=\s*\$?(-?\d+(?:\.\d+)?)")
+_OPERATIONS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "×": operator.mul, "x": operator.mul,
+               "/": operator.truediv}
+ERROR_KINDS = ("no computation", "wrong sum", "number from nowhere", "answer is not the last result", "wrong plan")
+
+
+def computations(text: str) -> list[tuple[Fraction, str, Fraction, Fraction]]:
+    """Every ``a op b = c`` written in ``text`` (``+ - * × x /``, a ``$`` before a number allowed), in order."""
+    return [(Fraction(a), op, Fraction(b), Fraction(c)) for a, op, b, c in _COMPUTATION.findall(text)]
+
+
+def error_kind(scored: Scored, metric: str = "correct") -> str | None:
+    """Why a graded wrong reply is wrong, read from the computations it wrote; None if it is right.
+
+    Right and wrong are read from ``metric`` (``last_number_correct`` for a base without tags).
+
+    The first that applies, in the order of :data:`ERROR_KINDS`: no ``a op b = c`` at all; a
+    computation whose result is wrong; an operand that is neither a number of the question
+    nor the result of an earlier line; a final answer other than the last result; and
+    otherwise a wrong plan (every line right and grounded, but the wrong lines).
+    """
+    if not scored.graded or getattr(scored, metric):
+        return None
+    lines = computations(scored.reasoning if scored.reasoning is not None else scored.output)
+    if not lines:
+        return "no computation"
+    if any(b == 0 and op == "/" or _OPERATIONS[op](a, b) != c for a, op, b, c in lines):
+        return "wrong sum"
+    known = {Fraction(n.replace(",", "")) for n in _NUMBER.findall(scored.question)}
+    for a, _, b, c in lines:
+        if a not in known or b not in known:
+            return "number from nowhere"
+        known.add(c)
+    answer = scored.answer if scored.answer is not None else last_number(scored.output)
+    if not equivalent(answer, str(lines[-1][3])):
+        return "answer is not the last result"
+    return "wrong plan"
+
+
+def error_counts(scored: Sequence[Scored], metric: str = "correct") -> dict[str, int]:
+    """How many graded replies are right (by ``metric``) and how many wrong of each :data:`ERROR_KINDS`."""
+    kinds = [error_kind(s, metric) for s in scored if s.graded]
+    return {"right": kinds.count(None), **{kind: kinds.count(kind) for kind in ERROR_KINDS}}
 
 
 # --- benchmarks as data ---------------------------------------------------------------------

@@ -472,3 +472,14 @@ def target_check(base: Sequence[Any], tuned: Sequence[Any], min_strict: float) -
          f"McNemar p = {c.p_value:.2g})", "higher, p < 0.05", c.difference > 0 and c.significant),
     ]
     return pd.DataFrame(rows, columns=["target", "measured", "required", "met"]).set_index("target")
+
+
+def error_table(results: Mapping[str, tuple[Sequence[Any], str]]) -> pd.DataFrame:
+    """Graded replies per model that were right, and the wrong ones by :func:`workings.evaluate.error_kind`.
+
+    ``results`` maps a column name to (scored replies, the metric that says right), e.g.
+    ``{"base": (base_scores, "last_number_correct"), "tuned": (tuned_scores, "correct")}``.
+    """
+    from workings.evaluate import error_counts
+
+    return pd.DataFrame({name: error_counts(scored, metric) for name, (scored, metric) in results.items()})
