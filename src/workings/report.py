@@ -466,12 +466,12 @@ def target_check(base: Sequence[Any], tuned: Sequence[Any], min_strict: float) -
     c = compare(base, tuned, metric="correct", metric_a="last_number_correct")
     acc_base, acc_tuned = (c.both + c.only_a) / c.n, (c.both + c.only_b) / c.n
     rows = [
-        ("strict format (tuned, greedy)", f"{100 * strict:.1f}%", f">= {100 * min_strict:g}%", strict >= min_strict),
-        ("accuracy, tuned (answer block) vs base (last number)",
-         f"{100 * acc_tuned:.1f}% vs {100 * acc_base:.1f}% (only tuned right: {c.only_b}, only base: {c.only_a}; "
-         f"McNemar p = {c.p_value:.2g})", "higher, p < 0.05", c.difference > 0 and c.significant),
+        ("strict format (tuned, greedy)", f"{100 * strict:.1f}%", "", f">= {100 * min_strict:g}%", strict >= min_strict),
+        ("accuracy, tuned vs base", f"{100 * acc_tuned:.1f}% vs {100 * acc_base:.1f}%",
+         f"only tuned right {c.only_b}, only base {c.only_a}: p = {c.p_value:.2g}", "higher, p < 0.05",
+         c.difference > 0 and c.significant),
     ]
-    return pd.DataFrame(rows, columns=["target", "measured", "required", "met"]).set_index("target")
+    return pd.DataFrame(rows, columns=["target", "measured", "McNemar", "required", "met"]).set_index("target")
 
 
 def error_table(results: Mapping[str, tuple[Sequence[Any], str]]) -> pd.DataFrame:
