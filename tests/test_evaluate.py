@@ -199,11 +199,24 @@ def judged(output, gold="10"):
 def test_computations_are_read_in_order_with_their_operators():
     from fractions import Fraction
 
+    from workings.evaluate import Computation
+
     assert computations("12 + 3 = 15\nThen 4 * $5 = $20, and 7 / 2 = 3.5") == [
-        (Fraction(12), "+", Fraction(3), Fraction(15)),
-        (Fraction(4), "*", Fraction(5), Fraction(20)),
-        (Fraction(7), "/", Fraction(2), Fraction(7, 2)),
+        Computation((Fraction(12), Fraction(3)), ("+",), Fraction(15)),
+        Computation((Fraction(4), Fraction(5)), ("*",), Fraction(20)),
+        Computation((Fraction(7), Fraction(2)), ("/",), Fraction(7, 2)),
     ]
+
+
+def test_a_chained_computation_is_one_line_with_every_operand():
+    from fractions import Fraction
+
+    (line,) = computations("Altogether $12 + $8 + $5 = $25.")
+    assert line.operands == (Fraction(12), Fraction(8), Fraction(5)) and line.value == line.result == 25
+
+
+def test_a_computation_is_worth_its_left_side_with_products_first_and_signed_operands():
+    assert [line.value for line in computations("2 + 3 * 4 = 14, 5 - -2 = 7, 10 / 0 = 1")] == [14, 7, None]
 
 
 def test_a_right_reply_has_no_error_kind():
@@ -230,6 +243,17 @@ def test_an_operand_from_neither_the_question_nor_an_earlier_line():
 def test_an_answer_that_does_not_follow_from_the_last_line():
     assert error_kind(judged("<reasoning>12 + 3 = 15\n15 - 5 = 10</reasoning>\n<answer>9</answer>", gold="10")) == (
         "answer is not the last result")
+
+
+def test_the_worked_steps_of_every_synthetic_family_are_right_and_grounded():
+    from workings.synthetic import generate_synthetic
+
+    # The gold steps with another final answer: only the answer can be blamed, so every line
+    # (chains, $ amounts, "half", "doubles") was read, computed and found in the question.
+    for ex in generate_synthetic(300, seed=29):
+        wrong = str(int(ex.answer) + 1)
+        reply_text = f"<reasoning>{ex.reasoning}</reasoning>\n<answer>{wrong}</answer>"
+        assert error_kind(score(ex.question, ex.answer, reply(reply_text))) == "answer is not the last result", ex.reasoning
 
 
 def test_right_and_grounded_lines_that_solve_the_wrong_problem_are_a_wrong_plan():
