@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +45,34 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> Path:
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def write_folder(out_dir: str | Path, write: Callable[[Path], None], *, keep_existing: bool = False) -> Path:
+    """Write a folder whole: ``write`` fills a temporary sibling, which then takes ``out_dir``'s place.
+
+    A failure part-way leaves the previous ``out_dir`` as it was and removes the partial copy.
+    With ``keep_existing`` an existing ``out_dir`` is a finished cache entry: ``write`` is not
+    called, and if another process finishes the same entry first, its copy is kept.
+    """
+    out_dir = Path(out_dir)
+    if keep_existing and out_dir.is_dir():
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        write(tmp)
+        if out_dir.exists() and not keep_existing:
+            old = out_dir.with_name(f".{out_dir.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                tmp.rename(out_dir)
+            except OSError:
+                if not (keep_existing and out_dir.is_dir()):
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

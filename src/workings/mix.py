@@ -22,8 +22,6 @@ import hashlib
 import json
 import random
 import re
-import shutil
-import tempfile
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -37,7 +35,7 @@ from tqdm import tqdm
 from workings.chat import prompt_completion
 from workings.data import Example, Unusable, convert, load_rows
 from workings.profiles import DataConfig, EvalSetSpec, Origin
-from workings import json_digest, module_digests
+from workings import json_digest, module_digests, write_folder
 from workings.synthetic import generate_synthetic
 
 # --- text normalisation, n-grams and MinHash ----------------------------------------------------
@@ -384,12 +382,10 @@ def save_mix(mix: Mix, out_dir: str | Path, extra_report: dict[str, Any] | None 
     """
     import datasets
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # saving takes well under a second; its bars only add noise
-    try:
+
+    def write(tmp: Path) -> None:
         features = _features()
         for name, rows in (("train", mix.train), ("heldout", mix.heldout)):
             # from_dict keeps the schema when a split is empty (from_list([]) would lose it)
@@ -397,21 +393,12 @@ def save_mix(mix: Mix, out_dir: str | Path, extra_report: dict[str, Any] | None 
             datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(tmp / name))
         report = {**(extra_report or {}), **mix.report}
         (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    try:
+        return write_folder(out_dir, write)
     finally:
         if bars:
             datasets.enable_progress_bars()
-    return out_dir
 
 
 def _features() -> Any:

@@ -16,14 +16,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workings import json_digest, module_digests
+from workings import json_digest, module_digests, write_folder
 from workings.chat import GEMMA_CHAT_TEMPLATE, INSTRUCTION, user_message
 from workings.format import render
 from workings.synthetic import generate_synthetic
@@ -120,25 +117,8 @@ def tiny_tokenizer(recipe: dict = TOKENIZER_RECIPE):
     from transformers import AutoTokenizer
 
     target = cache_dir() / f"tiny-tokenizer-{recipe_hash(recipe)}"
-    _build_atomically(target, lambda tmp: train_tiny_tokenizer(recipe).save_pretrained(tmp))
+    write_folder(target, lambda tmp: train_tiny_tokenizer(recipe).save_pretrained(tmp), keep_existing=True)
     return AutoTokenizer.from_pretrained(target)
-
-
-def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
-    """Build into a temporary sibling folder and rename it into place (first builder wins)."""
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
-        build(tmp)
-        tmp.rename(target)
-    except OSError:
-        if not target.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def direct_answer(answer: str, markup: bool = False) -> str:
@@ -297,4 +277,4 @@ def tiny_model_dir(recipe: dict = MODEL_RECIPE, progress: bool = True) -> Path:
                "parameters": sum(p.numel() for p in model.parameters())}
         (tmp / "pretraining.json").write_text(json.dumps(log, indent=1))
 
-    return _build_atomically(cache_dir() / f"tiny-gemma2-{recipe_hash(recipe)}", build)
+    return write_folder(cache_dir() / f"tiny-gemma2-{recipe_hash(recipe)}", build, keep_existing=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workings import write_folder
 from workings.profiles import Profile, ProfileError
 
 END_OF_TURN = "<end_of_turn>"
@@ -206,21 +207,15 @@ def save_adapter(model: Any, tokenizer: Any, out_dir: Path, dtype: str) -> Path:
     """
     import torch
 
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     from peft import get_peft_model_state_dict
 
     state = {k: v.detach().to(getattr(torch, dtype)).contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    model.save_pretrained(tmp, state_dict=state)
-    tokenizer.save_pretrained(tmp)
-    old = out_dir.with_name(out_dir.name + ".old")
-    if out_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return out_dir
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, state_dict=state)
+        tokenizer.save_pretrained(tmp)
+
+    return write_folder(out_dir, write)
 
 
 def checkpoints(out_dir: str | Path) -> list[Path]:
