@@ -66,18 +66,19 @@ def prepare_for_training(model: Any, profile: Profile) -> Any:
 
     import peft
 
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     checkpointing = profile.training.gradient_checkpointing
-    if profile.quantization is not None:
-        model = peft.prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    elif checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    return peft.get_peft_model(model, lora_config(profile.lora))
+    with warnings.catch_warnings():  # peft reads the attribute that transformers 5 renamed
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        if profile.quantization is not None:
+            model = peft.prepare_model_for_kbit_training(
+                model,
+                use_gradient_checkpointing=checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
+        elif checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        return peft.get_peft_model(model, lora_config(profile.lora))
 
 
 def load_model_config(model_id: str, revision: str | None = None) -> Any:
