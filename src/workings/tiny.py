@@ -67,9 +67,9 @@ def builder_fingerprint() -> dict[str, str]:
     return fingerprint
 
 
-def recipe_hash(recipe: dict) -> str:
-    """The cache key of a build: the recipe together with :func:`builder_fingerprint`."""
-    return json_digest({"recipe": recipe, "builder": builder_fingerprint()}, 12)
+def recipe_hash(recipe: dict, builder: dict[str, str] | None = None) -> str:
+    """The cache key of a build: the recipe together with :func:`builder_fingerprint` (or ``builder``)."""
+    return json_digest({"recipe": recipe, "builder": builder or builder_fingerprint()}, 12)
 
 
 def tokenizer_corpus(rows: int, seed: int) -> list[str]:
@@ -267,14 +267,15 @@ def pretrain_tiny_model(recipe: dict = MODEL_RECIPE, progress: bool = False) -> 
 
 def tiny_model_dir(recipe: dict = MODEL_RECIPE, progress: bool = True) -> Path:
     """A folder loadable with ``from_pretrained`` (model, tokenizer, pretraining log), built once per recipe."""
+    builder = builder_fingerprint()
 
     def build(tmp: Path) -> None:
         start = time.perf_counter()
         model, tokenizer, losses = pretrain_tiny_model(recipe, progress=progress)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        log = {"recipe": recipe, "builder": builder_fingerprint(), "losses": losses, "seconds": round(time.perf_counter() - start, 1),
+        log = {"recipe": recipe, "builder": builder, "losses": losses, "seconds": round(time.perf_counter() - start, 1),
                "parameters": sum(p.numel() for p in model.parameters())}
         (tmp / "pretraining.json").write_text(json.dumps(log, indent=1))
 
-    return write_folder(cache_dir() / f"tiny-gemma2-{recipe_hash(recipe)}", build, keep_existing=True)
+    return write_folder(cache_dir() / f"tiny-gemma2-{recipe_hash(recipe, builder)}", build, keep_existing=True)
