@@ -202,11 +202,12 @@ def computations(text: str) -> list[Computation]:
     """Every ``a op b … = c`` written in ``text`` (``+ - * × x /``, ``$`` before a number allowed), in order."""
     found = []
     for left, right in _COMPUTATION.findall(text):
-        operands, operators, at = [], [], 0
+        pieces, at = [], 0
         while at < len(left):  # operand, operator, operand, ...: a minus after an operator is a sign
-            match = (_NEXT_OPERATOR if len(operands) > len(operators) else _NEXT_OPERAND).match(left, at)
-            (operators if len(operands) > len(operators) else operands).append(match.group(1))
+            match = (_NEXT_OPERATOR if len(pieces) % 2 else _NEXT_OPERAND).match(left, at)
+            pieces.append(match.group(1))
             at = match.end()
+        operands, operators = pieces[::2], pieces[1::2]
         found.append(Computation(tuple(map(_number, operands)), tuple(operators), _number(right)))
     return found
 
@@ -218,8 +219,9 @@ def error_kind(scored: Scored, metric: str = "correct") -> str | None:
 
     The first that applies, in the order of :data:`ERROR_KINDS`: no ``a op b = c`` at all; a
     computation whose result is wrong; an operand that is neither a number of the question
-    (in digits or in :data:`NUMBER_WORDS`) nor the result of an earlier line; a final answer other than the last result; and
-    otherwise a wrong plan (every line right and grounded, but the wrong lines).
+    (in digits or in :data:`NUMBER_WORDS`) nor the result of an earlier line; a final answer
+    other than the last result; and otherwise a wrong plan (every line right and grounded,
+    but the wrong lines).
     """
     if not scored.graded or getattr(scored, metric):
         return None

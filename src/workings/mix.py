@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from workings import json_digest, module_digests, write_folder
 from workings.chat import prompt_completion
 from workings.data import Example, Unusable, convert, load_rows
 from workings.profiles import DataConfig, EvalSetSpec, Origin
-from workings import json_digest, module_digests, write_folder
 from workings.synthetic import generate_synthetic
 
 # --- text normalisation, n-grams and MinHash ----------------------------------------------------
