@@ -6,7 +6,7 @@ shipped config for ``a100``; no weights are needed to time it), puts a LoRA adap
 profile's shape on it (saved and loaded the way training saves it), and times:
 
 - ``seed way``: one question at a time, sampled, 500 new tokens;
-- ``batched (hf)``: :func:`workings.generate.generate` with the profile's batch size, prompts
+- ``batched (hf)``: :func:`workings.evaluation.generate.generate` with the profile's batch size, prompts
   sorted by length, the same sampling and the same 500 tokens;
 - ``batched (hf, merged)``: the same with the adapter merged into an unquantized base
   (profiles without a quantization section only);
@@ -40,9 +40,9 @@ def random_adapter(profile, base_dir: Path, root: Path) -> Path:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from workings.models import load_tokenizer
-    from workings.qlora import lora_config, torch_dtype
-    from workings.training import save_adapter
+    from workings.models.loading import load_tokenizer
+    from workings.models.qlora import lora_config, torch_dtype
+    from workings.train.runs import save_adapter
 
     target = root / "adapter"
     if target.is_dir():
@@ -61,8 +61,8 @@ def random_adapter(profile, base_dir: Path, root: Path) -> Path:
 
 def load_tokenizer_or_tiny(profile):
     """The profile's tokenizer, or the project's tiny one when the Hub cannot be reached (ids stay in range)."""
-    from workings.models import load_tokenizer
-    from workings.tiny import tiny_tokenizer
+    from workings.models.loading import load_tokenizer
+    from workings.models.tiny import tiny_tokenizer
 
     try:
         return load_tokenizer(profile.model)
@@ -105,10 +105,10 @@ def main() -> None:
     import torch
     import pandas as pd
 
-    from workings.generate import SamplingConfig, VLLMEngine, generate, vllm_available
-    from workings.models import device_of, load_for_inference
-    from workings.profiles import load_profile
-    from workings.synthetic import generate_synthetic
+    from workings.evaluation.generate import generate, SamplingConfig, vllm_available, VLLMEngine
+    from workings.models.loading import device_of, load_for_inference
+    from workings.config.loading import load_profile
+    from workings.data.synthetic import generate_synthetic
 
     profile = load_profile(args.profile)
     device = device_of(profile)
@@ -117,7 +117,7 @@ def main() -> None:
     if base_dir is not None:  # load the random model where the profile's id would be loaded from
         profile.model.id = str(base_dir)
     tokenizer = load_tokenizer_or_tiny(profile)
-    from workings.models import model_source
+    from workings.models.loading import model_source
 
     adapter = random_adapter(profile, Path(model_source(profile.model)), root)
     questions = [e.question for e in generate_synthetic(args.questions, seed=11)]

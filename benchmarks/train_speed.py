@@ -30,8 +30,9 @@ def random_model_dir(profile, root: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from workings.models import model_source
-    from workings.qlora import load_model_config, torch_dtype
+    from workings.models.loading import model_source
+    from workings.models.cost import load_model_config
+    from workings.models.qlora import torch_dtype
 
     target = root / f"{profile.model.id.replace('/', '--')}-{profile.model.dtype}"
     if target.is_dir():
@@ -49,18 +50,19 @@ def bench(profile, steps: int, warmup: int, accumulation: int | None) -> dict:
     from transformers import TrainingArguments
     from transformers.trainer import Trainer
 
-    from workings.models import load_base_model
-    from workings.qlora import count_parameters, prepare_for_training
+    from workings.models.loading import load_base_model
+    from workings.models.cost import count_parameters
+    from workings.models.qlora import prepare_for_training
 
-    t = profile.training
+    t = profile.sft_args()  # the trl.SFTConfig the profile trains with
     accumulation = accumulation or t.gradient_accumulation_steps
-    cuda = t.device == "cuda"
+    cuda = profile.training.device == "cuda"
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     model = prepare_for_training(load_base_model(profile), profile)
     model.train()
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), optim=t.optimizer, learning_rate=t.learning_rate,
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), optim=t.optim, learning_rate=t.learning_rate,
                              weight_decay=t.weight_decay, use_cpu=not cuda, report_to="none")
     optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
     optimizer = optimizer_cls([p for p in model.parameters() if p.requires_grad], **optimizer_kwargs)
@@ -71,7 +73,7 @@ def bench(profile, steps: int, warmup: int, accumulation: int | None) -> dict:
 
     def step() -> None:
         for _ in range(accumulation):
-            ids = torch.randint(3, vocab, (t.per_device_batch_size, t.max_length), generator=generator).to(device)
+            ids = torch.randint(3, vocab, (t.per_device_train_batch_size, t.max_length), generator=generator).to(device)
             with autocast:
                 loss = model(input_ids=ids, labels=ids).loss / accumulation
             loss.backward()
@@ -89,12 +91,12 @@ def bench(profile, steps: int, warmup: int, accumulation: int | None) -> dict:
     if cuda:
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
-    tokens = t.per_device_batch_size * t.max_length * accumulation
+    tokens = t.per_device_train_batch_size * t.max_length * accumulation
     trainable, _ = count_parameters(model)
     return {
         "profile": profile.name,
         "base": f"{profile.quantization.bits}-bit {profile.quantization.quant_type}" if profile.quantization else profile.model.dtype,
-        "batch x accum x len": f"{t.per_device_batch_size} x {accumulation} x {t.max_length}",
+        "batch x accum x len": f"{t.per_device_train_batch_size} x {accumulation} x {t.max_length}",
         "trainable": f"{trainable:,}",
         "s/step": round(seconds, 3),
         "tokens/s": round(tokens / seconds),
@@ -108,7 +110,7 @@ def main() -> None:
 
     import torch
 
-    from workings.profiles import load_profile
+    from workings.config.loading import load_profile
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", nargs="+", default=["a100", "a100-bf16"])

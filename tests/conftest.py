@@ -12,7 +12,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tokenizer():
     """The demo profile's tiny Gemma-style tokenizer (built once, cached by recipe hash)."""
-    from workings.tiny import tiny_tokenizer
+    from workings.models.tiny import tiny_tokenizer
 
     return tiny_tokenizer()
 
@@ -23,14 +23,15 @@ def random_tiny_dir(tmp_path_factory, tokenizer):
     import torch
     from transformers import Gemma2ForCausalLM
 
-    from workings.tiny import MODEL_RECIPE, end_of_turn_ids, tiny_config
+    from workings.models.tiny import MODEL_RECIPE, tiny_config
+    from workings.core.chat import stop_token_ids
 
     recipe = {**MODEL_RECIPE, "architecture": {**MODEL_RECIPE["architecture"], "hidden_size": 32,
                                                 "intermediate_size": 64, "num_hidden_layers": 2}}
     torch.manual_seed(0)
     config = tiny_config(recipe, tokenizer)
     model = Gemma2ForCausalLM(config)
-    model.generation_config.eos_token_id = end_of_turn_ids(tokenizer)
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     target = tmp_path_factory.mktemp("random-tiny")
     model.save_pretrained(target)
@@ -43,7 +44,7 @@ def tiny_profile(tmp_path, random_tiny_dir):
     """Write a profile extending ``demo`` on the random tiny model; returns a loader taking YAML overrides."""
     import yaml
 
-    from workings.profiles import load_profile
+    from workings.config.loading import load_profile
 
     def make(overrides: dict | None = None, name: str = "test"):
         raw = {"extends": "demo", "name": name, "model": {"id": str(random_tiny_dir)}}

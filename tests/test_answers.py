@@ -1,6 +1,6 @@
 import pytest
 
-from workings.answers import NoGoldAnswer, equivalent, gsm8k_gold, last_boxed, math_gold, parse_number
+from workings.core.answers import equivalent, gsm8k_gold, last_boxed, math_gold, NoGoldAnswer, parse_number
 
 
 @pytest.mark.parametrize("predicted", ["1080", "1,080", "1080.00", "$1,080", "\\$1,080", "1080.", " 1080 "])

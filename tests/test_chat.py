@@ -1,9 +1,7 @@
 import pytest
 
-from workings.chat import GEMMA_CHAT_TEMPLATE, INSTRUCTION, prompt_completion, render_prompt
-from workings.data import Example
-
-EXAMPLE = Example(id="x", source="gsm8k", question="What is 2 + 3?", reasoning="2 + 3 = 5.", answer="5")
+from workings.core.chat import GEMMA_CHAT_TEMPLATE, INSTRUCTION, prompt_completion, render_prompt
+EXAMPLE = ("What is 2 + 3?", "2 + 3 = 5.", "5")  # question, reasoning, answer
 
 
 def test_prompt_is_gemma_user_turn_with_instruction_then_model_turn(tokenizer):
@@ -17,12 +15,12 @@ def test_prompt_is_gemma_user_turn_with_instruction_then_model_turn(tokenizer):
 
 
 def test_completion_is_formatted_answer_then_end_of_turn(tokenizer):
-    pc = prompt_completion(EXAMPLE, tokenizer)
+    pc = prompt_completion(*EXAMPLE, tokenizer)
     assert pc["completion"] == "<reasoning>2 + 3 = 5.</reasoning>\n<answer>5</answer><end_of_turn>\n"
 
 
 def test_prompt_plus_completion_is_the_whole_rendered_chat(tokenizer):
-    pc = prompt_completion(EXAMPLE, tokenizer)
+    pc = prompt_completion(*EXAMPLE, tokenizer)
     messages = [
         {"role": "user", "content": f"{INSTRUCTION}\n\nWhat is 2 + 3?"},
         {"role": "assistant", "content": "<reasoning>2 + 3 = 5.</reasoning>\n<answer>5</answer>"},

@@ -2,16 +2,9 @@ import json
 
 import pytest
 
-from workings.data import (
-    DataUnavailable,
-    Example,
-    Unusable,
-    convert,
-    example_id,
-    load_rows,
-    multiple_choice_options,
-    read_jsonl,
-)
+from workings.data.example import DataUnavailable, Example, example_id, Unusable
+from workings.data.sources import convert, load_rows, multiple_choice_options
+from workings.files import read_jsonl
 
 R1 = "<|begin_of_thought|>\n\n{t}\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n{s}\n\n<|end_of_solution|>"
 
@@ -210,18 +203,24 @@ def test_ids_are_stable_and_depend_on_source_and_text():
     assert example_id("gsm8k", "Q?", "r").startswith("gsm8k-")
 
 
-def test_read_jsonl_names_file_and_line_of_bad_json(tmp_path):
+def test_a_local_source_names_file_and_line_of_bad_json(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"question": "a"}\n\n{"question": \n')
     with pytest.raises(DataUnavailable, match=r"rows\.jsonl, line 3: not valid JSON"):
-        list(read_jsonl(path))
+        load_rows(path=path)
 
 
-def test_read_jsonl_names_line_of_non_object(tmp_path):
+def test_a_local_source_names_line_of_non_object(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"question": "a"}\n[1, 2]\n')
     with pytest.raises(DataUnavailable, match=r"line 2: a JSON object was expected, got list"):
-        list(read_jsonl(path))
+        load_rows(path=path)
+
+
+def test_read_jsonl_skips_blank_lines_and_keeps_order(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"n": 1}\n\n{"n": 2}\n')
+    assert read_jsonl(path) == [{"n": 1}, {"n": 2}]
 
 
 def test_load_rows_reads_local_jsonl_and_parquet(tmp_path):

@@ -3,25 +3,13 @@ import math
 
 import pytest
 
-from workings.evaluate import (
-    Benchmark,
-    Scored,
-    breakdown,
-    compare,
-    computations,
-    error_counts,
-    error_kind,
-    heldout_benchmarks,
-    load_benchmark,
-    load_scored,
-    run_benchmarks,
-    save_scored,
-    score,
-    summarise,
-)
-from workings.generate import Generation
-from workings.profiles import EvalSetSpec, SyntheticSpec
-from workings.stats import wilson_interval
+from workings.evaluation.benchmarks import Benchmark, heldout_benchmarks, load_benchmark
+from workings.evaluation.runs import run_benchmarks
+from workings.evaluation.scoring import breakdown, compare, load_scored, save_scored, score, Scored, summarise
+from workings.evaluation.steps import computations, error_counts, error_kind
+from workings.evaluation.generate import Generation
+from workings.config.schema import EvalSetSpec, SyntheticSpec
+from workings.evaluation.stats import wilson_interval
 
 STRICT_RIGHT = "<reasoning>3 + 4 = 7</reasoning>\n<answer>7</answer>"
 STRICT_WRONG = "<reasoning>3 + 4 = 8</reasoning>\n<answer>8</answer>"
@@ -128,7 +116,7 @@ def test_gsm8k_row_without_hashes_is_named(tmp_path):
 
 
 def test_math500_rows_keep_subject_and_level_for_the_breakdown():
-    from workings.profiles import load_profile
+    from workings.config.loading import load_profile
 
     (spec,) = [s for s in load_profile("demo").data.eval_sets if s.name == "math500"]
     bench = load_benchmark(spec)
@@ -171,7 +159,7 @@ def test_heldout_split_gives_one_benchmark_per_source_and_marks_free_text_ungrad
 # --- running benchmarks ----------------------------------------------------------------------
 
 def test_a_finished_benchmark_is_read_back_without_loading_the_model(tiny_profile, tmp_path, monkeypatch):
-    import workings.models
+    import workings.evaluation.runs
 
     profile = tiny_profile({"quantization": None, "evaluation": {"max_new_tokens": 4, "batch_size": 2}})
     bench = Benchmark("tiny", [{"id": str(i), "question": q, "gold": "1", "meta": {}} for i, q in enumerate(["a?", "b?", "c?"])])
@@ -181,7 +169,7 @@ def test_a_finished_benchmark_is_read_back_without_loading_the_model(tiny_profil
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded although every question was answered")
 
-    monkeypatch.setattr(workings.models, "load_generator", refuse)
+    monkeypatch.setattr(workings.evaluation.runs, "load_generator", refuse)
     assert run_benchmarks(profile, [bench], out_dir=tmp_path, progress=False)["tiny"] == first
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert sorted(p.name for p in folder.iterdir()) == ["settings.json", "tiny.jsonl", "tiny.scored.jsonl"]
@@ -199,7 +187,7 @@ def judged(output, gold="10"):
 def test_computations_are_read_in_order_with_their_operators():
     from fractions import Fraction
 
-    from workings.evaluate import Computation
+    from workings.evaluation.steps import Computation
 
     assert computations("12 + 3 = 15\nThen 4 * $5 = $20, and 7 / 2 = 3.5") == [
         Computation((Fraction(12), Fraction(3)), ("+",), Fraction(15)),
@@ -246,7 +234,7 @@ def test_an_answer_that_does_not_follow_from_the_last_line():
 
 
 def test_the_worked_steps_of_every_synthetic_family_are_right_and_grounded():
-    from workings.synthetic import generate_synthetic
+    from workings.data.synthetic import generate_synthetic
 
     # The gold steps with another final answer: only the answer can be blamed, so every line
     # (chains, $ amounts, "half", "doubles") was read, computed and found in the question.

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workings.format import contains_tag, parse, render
+from workings.core.format import contains_tag, parse, render
 
 
 def test_render_writes_reasoning_then_answer():

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from workings.generate import SamplingConfig, generate, stop_token_ids
+from workings.core.chat import stop_token_ids
+from workings.evaluation.generate import generate, SamplingConfig
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_sampling_is_reproducible_from_its_seed(model, tokenizer):
 
 # --- streaming to JSONL and resuming ------------------------------------------------------
 
-from workings.generate import Answer, Engine, HFEngine, ask  # noqa: E402
+from workings.evaluation.generate import Answer, ask, Engine, HFEngine  # noqa: E402
 
 SAMPLED = SamplingConfig(max_new_tokens=6, temperature=1.0, top_p=0.9, seed=7, batch_size=1)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from workings.generate import SamplingConfig, generate
+from workings.evaluation.generate import generate, SamplingConfig
 
 QUESTIONS = ["Ava has 3 apples. She buys 4 more. How many apples does she have?", "What is 12 + 30?"]
 GREEDY = SamplingConfig(max_new_tokens=12, batch_size=2)
@@ -17,9 +17,9 @@ def saved_adapter(tmp_path_factory, random_tiny_dir, tokenizer):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from workings.profiles import LoraConfig
-    from workings.qlora import lora_config
-    from workings.training import save_adapter
+    from workings.config.schema import LoraConfig
+    from workings.models.qlora import lora_config
+    from workings.train.runs import save_adapter
 
     base = AutoModelForCausalLM.from_pretrained(random_tiny_dir, attn_implementation="eager")
     model = get_peft_model(base, lora_config(LoraConfig(r=4, alpha=8, dropout=0.0)))
@@ -46,7 +46,7 @@ def test_seed_snippet_loads_our_adapter_and_answers_like_our_loader(saved_adapte
     base = AutoModelForCausalLM.from_pretrained(random_tiny_dir, attn_implementation="eager")
     model = PeftModel.from_pretrained(base, saved_adapter).eval()
 
-    from workings.models import load_for_inference
+    from workings.models.loading import load_for_inference
 
     ours = load_for_inference(bf16_free_profile, saved_adapter)
     seed_way = [g.text for g in generate(model, tokenizer, QUESTIONS, GREEDY)]
@@ -65,7 +65,7 @@ def test_adapter_config_names_its_base_so_auto_peft_loads_it_alone(saved_adapter
 
 
 def test_merged_model_answers_like_base_plus_adapter(saved_adapter, bf16_free_profile, tokenizer):
-    from workings.models import load_for_inference
+    from workings.models.loading import load_for_inference
 
     adapted = load_for_inference(bf16_free_profile, saved_adapter)
     merged = load_for_inference(bf16_free_profile, saved_adapter, merged=True)
@@ -74,7 +74,7 @@ def test_merged_model_answers_like_base_plus_adapter(saved_adapter, bf16_free_pr
 
 
 def test_merging_into_a_4bit_base_is_refused(saved_adapter, tiny_profile):
-    from workings.models import load_for_inference
+    from workings.models.loading import load_for_inference
 
     with pytest.raises(ValueError, match="quantized base loses precision"):
         load_for_inference(tiny_profile(), saved_adapter, merged=True)
@@ -97,7 +97,7 @@ def test_vllm_engine_answers_like_transformers_greedy(random_tiny_dir, tokenizer
         pytest.skip("vLLM needs a GPU")
     from transformers import AutoModelForCausalLM
 
-    from workings.generate import VLLMEngine
+    from workings.evaluation.generate import VLLMEngine
 
     engine = VLLMEngine(str(random_tiny_dir), tokenizer, dtype="float32", max_model_len=512)
     hf = AutoModelForCausalLM.from_pretrained(random_tiny_dir, attn_implementation="eager").eval()

@@ -3,19 +3,10 @@ import json
 
 import pytest
 
-from workings.mix import (
-    NgramIndex,
-    build_mix,
-    ensure_mix,
-    jaccard,
-    load_mix,
-    mix_provenance,
-    near_duplicate_pairs,
-    normalise,
-    save_mix,
-    word_ngrams,
-)
-from workings.profiles import DataConfig, DecontaminationConfig, EvalSetSpec, SourceSpec, SyntheticSpec, load_profile
+from workings.data.dedup import jaccard, near_duplicate_pairs, NgramIndex, normalise, word_ngrams
+from workings.data.mix import build_mix, ensure_mix, load_mix, mix_provenance, save_mix
+from workings.config.loading import load_profile
+from workings.config.schema import DataConfig, DecontaminationConfig, EvalSetSpec, SourceSpec, SyntheticSpec
 
 
 def gsm_row(question, a=2, b=3):
@@ -222,13 +213,19 @@ def test_empty_heldout_split_round_trips(tmp_path, tokenizer):
 
 
 def test_report_says_where_each_source_came_from():
-    from workings.mix import describe_origin
+    from workings.data.mix import describe_origin
 
     a100 = {s.name: s for s in load_profile("a100").data.sources}
     assert describe_origin(a100["gsm8k"]) == "openai/gsm8k (main/train) @ e53f048856ff4f594e959d75785d2c2d37b678ee"
     assert describe_origin(a100["openthoughts"]) == "open-thoughts/OpenThoughts-114k (metadata/train) @ UNPINNED (latest on the Hub)"
     synthetic = load_profile("demo").data.sources[0]
     assert describe_origin(synthetic) == "synthetic generator (small numbers, 1-3 steps), seed 1, 2400 rows"
+
+
+def _ensure(profile):
+    from workings.train.runs import ensure_profile_mix
+
+    return ensure_profile_mix(profile, progress=False)
 
 
 def _small_mix_profile(tiny_profile, n: int):
@@ -239,16 +236,17 @@ def _small_mix_profile(tiny_profile, n: int):
 
 def test_ensure_mix_reuses_a_mix_built_from_the_same_settings(tiny_profile, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
-    first = ensure_mix(_small_mix_profile(tiny_profile, 12), progress=False)
+    first = _ensure(_small_mix_profile(tiny_profile, 12))
     stamp = (first / "report.json").stat().st_mtime_ns
-    assert ensure_mix(_small_mix_profile(tiny_profile, 12), progress=False) == first
+    assert _ensure(_small_mix_profile(tiny_profile, 12)) == first
     assert (first / "report.json").stat().st_mtime_ns == stamp
 
 
 def test_ensure_mix_rebuilds_when_the_data_settings_change(tiny_profile, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
-    ensure_mix(_small_mix_profile(tiny_profile, 12), progress=False)
-    out = ensure_mix(_small_mix_profile(tiny_profile, 20), progress=False)
+    _ensure(_small_mix_profile(tiny_profile, 12))
+    out = _ensure(_small_mix_profile(tiny_profile, 20))
     train, heldout, report = load_mix(out)
     assert len(train) + len(heldout) == 20
-    assert report["data_key"] == mix_provenance(_small_mix_profile(tiny_profile, 20))["data_key"]
+    profile = _small_mix_profile(tiny_profile, 20)
+    assert report["data_key"] == mix_provenance(profile.name, profile.data, profile.model.id)["data_key"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from workings import write_folder
+from workings.files import write_folder
 
 
 def fill(text):

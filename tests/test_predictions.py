@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from workings.evaluate import score
-from workings.generate import Generation
-from workings.predictions import FIELDS, read_predictions, write_predictions
+from workings.evaluation.scoring import score
+from workings.evaluation.generate import Generation
+from workings.evaluation.predictions import FIELDS, read_predictions, write_predictions
 
 
 def scored(id, text, question="What is 3 + 4?"):

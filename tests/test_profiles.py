@@ -3,7 +3,8 @@ import textwrap
 
 import pytest
 
-from workings.profiles import ProfileError, load_profile, run_dir
+from workings.config.loading import load_profile, run_dir
+from workings.config.schema import ProfileError
 
 GOOD = """
 name: t
@@ -43,7 +44,7 @@ def test_a100_sources_use_published_hub_ids_and_configs():
 def test_relative_paths_resolve_against_the_profile_file():
     demo = load_profile("demo")
     gsm8k = next(s for s in demo.data.sources if s.name == "gsm8k")
-    assert gsm8k.path.endswith("workings/fixtures/gsm8k_train.jsonl")
+    assert gsm8k.path.endswith("workings/data/fixtures/gsm8k_train.jsonl")
 
 
 def test_minimal_profile_gets_defaults(tmp_path):
@@ -104,11 +105,11 @@ def with_section(tmp_path, section):
     ("lora: {alpha: 0}", "lora.alpha"),
     ("lora: {r: 0}", "lora.r"),
     ("lora: {dropout: 1.0}", "lora.dropout"),
-    ("training: {per_device_batch_size: 0}", "training.per_device_batch_size"),
-    ("training: {gradient_accumulation_steps: 0}", "training.gradient_accumulation_steps"),
-    ("training: {learning_rate: -1.0e-4}", "training.learning_rate"),
-    ("training: {lr_scheduler: cosinus}", "training.lr_scheduler"),
-    ("training: {optimizer: adam_paged}", "training.optimizer"),
+    ("sft: {per_device_train_batch_size: 0}", "sft.per_device_train_batch_size"),
+    ("sft: {gradient_accumulation_steps: 0}", "sft.gradient_accumulation_steps"),
+    ("sft: {learning_rate: -1.0e-4}", "sft.learning_rate"),
+    ("sft: {lr_scheduler_type: cosinus}", "sft"),
+    ("sft: {optim: adam_paged}", "sft"),
     ("training: {device: tpu}", "training.device"),
     ("quantization: {bits: 3}", "quantization.bits"),
     ("quantization: {quant_type: int4}", "quantization.quant_type"),
@@ -125,25 +126,61 @@ def test_unknown_training_key_is_named(tmp_path):
         load_profile(with_section(tmp_path, "training: {batch_size: 4}"))
 
 
-def test_training_max_length_below_the_mix_rows_is_refused(tmp_path):
-    text = GOOD.replace("data:", "data:\n  max_length: 1024") + "training: {max_length: 512}\n"
-    with pytest.raises(ProfileError, match=r"training\.max_length: 512 is below data\.max_length \(1024\)"):
+def test_a_trainer_option_under_training_says_where_it_moved(tmp_path):
+    with pytest.raises(ProfileError, match=r"training\.optimizer: unknown key .*moved to sft: by TRL's names \(sft\.optim\)"):
+        load_profile(with_section(tmp_path, "training: {optimizer: adamw_torch}"))
+
+
+def test_sft_max_length_below_the_mix_rows_is_refused(tmp_path):
+    text = GOOD.replace("data:", "data:\n  max_length: 1024") + "sft: {max_length: 512}\n"
+    with pytest.raises(ProfileError, match=r"sft\.max_length: 512 is below data\.max_length \(1024\)"):
         load_profile(write(tmp_path, text))
 
 
 def test_paged_optimizer_on_cpu_is_refused(tmp_path):
-    with pytest.raises(ProfileError, match=r"training\.optimizer: paged_adamw_32bit pages optimizer state through CUDA"):
-        load_profile(with_section(tmp_path, "training: {device: cpu, optimizer: paged_adamw_32bit}"))
+    with pytest.raises(ProfileError, match=r"sft\.optim: paged_adamw_32bit pages optimizer state through CUDA"):
+        load_profile(with_section(tmp_path, "training: {device: cpu}\nsft: {optim: paged_adamw_32bit}"))
 
 
-def test_packing_with_eager_attention_is_refused(tmp_path):
-    with pytest.raises(ProfileError, match=r"training\.packing: packed examples attend to each other with 'eager'"):
-        load_profile(with_section(tmp_path, "training: {packing: true}"))
+@pytest.mark.parametrize("option", ["packing", "padding_free"])
+def test_packing_with_eager_attention_is_refused(tmp_path, option):
+    with pytest.raises(ProfileError, match=rf"sft\.{option}: packed examples attend to each other with 'eager'"):
+        load_profile(with_section(tmp_path, f"sft: {{{option}: true}}"))
 
 
 def test_packing_with_flash_attention_is_accepted(tmp_path):
     text = GOOD.replace("model: {id: tiny}", "model: {id: tiny, attn_implementation: flash_attention_2}")
-    assert load_profile(write(tmp_path, text + "training: {packing: true}\n")).training.packing
+    assert load_profile(write(tmp_path, text + "sft: {packing: true}\n")).sft_args().packing
+
+
+def test_any_sft_config_option_is_reachable_by_its_trl_name(tmp_path):
+    profile = load_profile(with_section(tmp_path, "sft: {use_liger_kernel: true, loss_type: dft, neftune_noise_alpha: 5.0}"))
+    args = profile.sft_args()
+    assert (args.use_liger_kernel, args.loss_type, args.neftune_noise_alpha) == (True, "dft", 5.0)
+
+
+def test_an_unknown_sft_option_is_named_with_the_closest_trl_names(tmp_path):
+    with pytest.raises(ProfileError, match=r"p\.yaml: sft\.learning_rat: not an option of trl\.SFTConfig; did you mean learning_rate"):
+        load_profile(with_section(tmp_path, "sft: {learning_rat: 1.0e-4}"))
+
+
+def test_an_sft_value_of_the_wrong_type_is_named(tmp_path):
+    with pytest.raises(ProfileError, match=r"sft\.learning_rate: expected float, got str '2e-4' \(YAML reads 2e-4 as text"):
+        load_profile(with_section(tmp_path, "sft: {learning_rate: 2e-4}"))
+
+
+def test_trl_own_checks_run_at_load_and_name_the_section(tmp_path):
+    with pytest.raises(ProfileError, match=r"p\.yaml: sft: .*not a valid SchedulerType"):
+        load_profile(with_section(tmp_path, "sft: {lr_scheduler_type: sometimes}"))
+
+
+def test_options_the_run_sets_itself_are_refused_with_the_reason(tmp_path):
+    with pytest.raises(ProfileError, match=r"sft\.output_dir: set by the run, not the profile \(the run folder \(--out\)\)"):
+        load_profile(with_section(tmp_path, "sft: {output_dir: /tmp/elsewhere}"))
+
+
+def test_a_gpu_profile_validates_on_a_machine_without_one():
+    assert load_profile("a100").sft_args().bf16 is True
 
 
 def test_a100_is_the_seed_run_exactly():
@@ -153,38 +190,40 @@ def test_a100_is_the_seed_run_exactly():
     assert (q.bits, q.quant_type, q.double_quant, q.compute_dtype) == (4, "nf4", True, "bfloat16")
     assert (p.lora.r, p.lora.alpha) == (32, 64)
     assert p.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    t = p.training
-    assert (t.device, t.per_device_batch_size, t.gradient_accumulation_steps, t.effective_batch_size) == ("cuda", 4, 8, 32)
-    assert (t.learning_rate, t.lr_scheduler, t.epochs, t.max_steps) == (2e-4, "cosine", 1.0, None)
-    assert (t.max_length, t.optimizer, t.packing) == (1024, "paged_adamw_32bit", False)
+    assert p.training.device == "cuda"
+    t = p.sft_args()
+    assert (t.per_device_train_batch_size, t.gradient_accumulation_steps) == (4, 8)
+    assert (t.learning_rate, t.lr_scheduler_type.value, t.num_train_epochs, t.max_steps) == (2e-4, "cosine", 1.0, -1)
+    assert (t.max_length, t.optim.value, t.packing, t.gradient_checkpointing, t.bf16) == (
+        1024, "paged_adamw_32bit", False, True, True)
     assert t.save_steps > 0
 
 
 def test_a100_bf16_differs_from_a100_only_in_quantization():
     a100, bf16 = load_profile("a100"), load_profile("a100-bf16")
     assert bf16.quantization is None
-    assert (bf16.model, bf16.lora, bf16.training, bf16.data) == (a100.model, a100.lora, a100.training, a100.data)
+    assert (bf16.model, bf16.lora, bf16.training, bf16.sft, bf16.data) == (a100.model, a100.lora, a100.training, a100.sft, a100.data)
 
 
 def test_gemma3_profile_reuses_the_a100_run_with_its_own_model():
     p, a100 = load_profile("gemma-3-1b"), load_profile("a100")
     assert p.model.id == "google/gemma-3-1b-it"
-    assert (p.lora, p.training, p.quantization) == (a100.lora, a100.training, a100.quantization)
+    assert (p.lora, p.training, p.sft, p.quantization) == (a100.lora, a100.training, a100.sft, a100.quantization)
 
 
 def test_demo_uses_the_same_4bit_path_on_cpu_and_demo_bf16_does_not():
     demo, twin = load_profile("demo"), load_profile("demo-bf16")
     assert demo.quantization.bits == 4 and demo.quantization.quant_type == "nf4" and demo.training.device == "cpu"
     assert twin.quantization is None and twin.model.dtype == "bfloat16"
-    assert twin.training == demo.training and twin.lora == demo.lora
+    assert twin.training == demo.training and twin.sft == demo.sft and twin.lora == demo.lora
 
 
 def test_extends_merges_mappings_and_replaces_lists(tmp_path):
-    base = write(tmp_path, GOOD + "training: {device: cpu, optimizer: adamw_torch, learning_rate: 1.0e-3}\n")
+    base = write(tmp_path, GOOD + "sft: {optim: adamw_torch, learning_rate: 1.0e-3}\n")
     child = tmp_path / "child.yaml"
-    child.write_text("extends: p.yaml\nname: child\ntraining: {learning_rate: 5.0e-4}\nlora: {target_modules: [q_proj]}\n")
+    child.write_text("extends: p.yaml\nname: child\nsft: {learning_rate: 5.0e-4}\nlora: {target_modules: [q_proj]}\n")
     p = load_profile(child)
-    assert (p.name, p.training.learning_rate, p.training.optimizer) == ("child", 5e-4, "adamw_torch")
+    assert (p.name, p.sft) == ("child", {"optim": "adamw_torch", "learning_rate": 5e-4})
     assert p.lora.target_modules == ["q_proj"] and base.is_file()
 
 

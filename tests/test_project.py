@@ -7,21 +7,51 @@ from pathlib import Path
 import jupytext
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("*.md"))
 
 
-def package_name(requirement: str) -> str:
-    return re.split(r"[\[<>=!~ ;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
-
-
-def test_environment_yml_names_the_same_packages_as_pyproject():
+def declared_requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return [Requirement(r) for r in project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]]
+
+
+def locked_versions() -> dict[str, str]:
+    """name -> exact version of every package in requirements.lock (comments and blank lines skipped)."""
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"requirements.lock: {line!r} is not pinned with =="
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_the_lock_pins_every_dependency_of_pyproject_within_its_range():
+    pins = locked_versions()
+    for requirement in declared_requirements():
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement} is not in requirements.lock: run `make lock`"
+        assert Version(pins[name]) in requirement.specifier, f"requirements.lock has {name}=={pins[name]}, outside {requirement}"
+
+
+def test_the_lock_holds_the_cpu_torch_that_make_installs():
+    assert locked_versions()["torch"] == "2.13.0+cpu"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "TORCH ?= $(shell grep -m1 '^torch==' $(LOCK))" in makefile and "--no-deps -r" in makefile
+
+
+def test_environment_yml_installs_the_lock_with_the_lock_s_python():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert {package_name(r) for r in pip if not r.startswith("-e")} == {package_name(r) for r in declared}
+    assert pip == ["-r requirements.lock", "-e ."]
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    assert f"with Python {python.removeprefix('python=')}" in (ROOT / "requirements.lock").read_text()
 
 
 def test_every_chapter_is_in_the_table_of_contents():

@@ -2,20 +2,10 @@ import json
 
 import pytest
 
-from workings.profiles import LoraConfig, load_profile
-from workings.qlora import (
-    adapter_file_bytes,
-    bnb_config,
-    count_parameters,
-    estimate_memory,
-    load_model_config,
-    lora_config,
-    lora_layer_shapes,
-    predicted_adapter_bytes,
-    predicted_lora_parameters,
-    prepare_for_training,
-    total_parameters,
-)
+from workings.config.loading import load_profile
+from workings.config.schema import LoraConfig
+from workings.models.cost import adapter_file_bytes, count_parameters, estimate_memory, load_model_config, lora_layer_shapes, predicted_adapter_bytes, predicted_lora_parameters, total_parameters
+from workings.models.qlora import bnb_config, lora_config, prepare_for_training
 
 SEED_LORA = LoraConfig(r=32, alpha=64, save_dtype="bfloat16")
 
@@ -63,7 +53,7 @@ def test_unknown_target_module_is_named():
 
 @pytest.mark.parametrize("quantized", [True, False])
 def test_prediction_equals_the_trainable_parameters_of_the_wrapped_model(tiny_profile, quantized):
-    from workings.models import load_base_model
+    from workings.models.loading import load_base_model
 
     profile = tiny_profile({} if quantized else {"quantization": None})
     model = prepare_for_training(load_base_model(profile), profile)
@@ -76,7 +66,7 @@ def test_prediction_equals_the_trainable_parameters_of_the_wrapped_model(tiny_pr
 
 
 def test_predicted_adapter_bytes_equal_the_saved_file(tiny_profile, tmp_path):
-    from workings.models import load_base_model
+    from workings.models.loading import load_base_model
 
     profile = tiny_profile()
     model = prepare_for_training(load_base_model(profile), profile)
@@ -101,7 +91,7 @@ def test_memory_estimate_grows_with_batch_and_length_only_in_activations():
     config = load_model_config("google/gemma-2-2b-it")
     small = estimate_memory(load_profile("a100"), config)
     big_profile = load_profile("a100")
-    big_profile.training.per_device_batch_size = 8
+    big_profile.sft["per_device_train_batch_size"] = 8
     big = estimate_memory(big_profile, config)
     assert big.frozen_weights == small.frozen_weights and big.optimizer_state == small.optimizer_state
     assert big.activations > small.activations and big.logits == 2 * small.logits

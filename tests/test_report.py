@@ -5,8 +5,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from workings.profiles import load_profile
-from workings.report import contamination_table, drop_table, label, length_histogram, mix_table
+from workings.config.loading import load_profile
+from workings.report.figures import length_histogram
+from workings.report.tables import contamination_table, drop_table, label, mix_table
 
 REPORT = {
     "sources": {
@@ -48,21 +49,21 @@ def test_label_names_profile_model_and_sources():
 
 
 def test_origin_table_lists_each_source():
-    from workings.report import origin_table
+    from workings.report.tables import origin_table
 
     report = {"sources": {"a": {**REPORT["sources"]["a"], "origin": "local file x.jsonl"}}}
     assert origin_table(report).loc["a", "origin"] == "local file x.jsonl"
 
 
 def scored(correct):
-    from workings.evaluate import Scored
+    from workings.evaluation.scoring import Scored
 
     return Scored(id="0", question="q", gold="1", output="o", reasoning=None, answer=None, strict=False, lenient=False,
                   correct=correct, last_number_correct=correct, truncated=False, new_tokens=3, reasoning_tokens=0)
 
 
 def test_log_history_merges_train_and_eval_entries_by_step():
-    from workings.report import log_history
+    from workings.train.state import log_history
 
     state = {"log_history": [
         {"step": 10, "loss": 2.0, "learning_rate": 1e-3},
@@ -77,8 +78,8 @@ def test_log_history_merges_train_and_eval_entries_by_step():
 
 
 def test_label_mask_table_marks_loss_from_the_first_completion_token(tokenizer):
-    from workings.report import label_mask_table
-    from workings.training import completion_labels
+    from workings.report.tables import label_mask_table
+    from workings.train.sft import completion_labels
 
     prompt = "<bos><start_of_turn>user\nWhat is 2 + 3?<end_of_turn>\n<start_of_turn>model\n"
     ids, labels = completion_labels(tokenizer, prompt, "<answer>5</answer><end_of_turn>\n")
@@ -89,16 +90,21 @@ def test_label_mask_table_marks_loss_from_the_first_completion_token(tokenizer):
 
 
 def reply(i, *, strict=False, correct=None, last_number=False):
-    from workings.evaluate import Scored
+    from workings.evaluation.scoring import Scored
 
     return Scored(id=str(i), question="q", gold="1", output="o", reasoning=None, answer=None, strict=strict,
                   lenient=strict, correct=correct, last_number_correct=last_number, truncated=False,
                   new_tokens=3, reasoning_tokens=0)
 
 
-def test_target_check_reads_the_base_format_blind_and_tests_the_gain_with_mcnemar():
-    from workings.report import target_check
+def target_check(base, tuned, min_strict):
+    from workings.evaluation.targets import sft_targets
+    from workings.report.tables import target_table
 
+    return target_table(sft_targets(base, tuned, min_strict))
+
+
+def test_target_check_reads_the_base_format_blind_and_tests_the_gain_with_mcnemar():
     # 20 questions: the base gets 2 right by its last number; the tuned model 10 by its answer block.
     base = [reply(i, correct=False, last_number=i < 2) for i in range(20)]
     tuned = [reply(i, strict=i < 19, correct=i < 10) for i in range(20)]
@@ -110,17 +116,16 @@ def test_target_check_reads_the_base_format_blind_and_tests_the_gain_with_mcnema
 
 
 def test_target_check_does_not_count_a_gain_within_chance_as_met():
-    from workings.report import target_check
-
     base = [reply(i, correct=False, last_number=i < 2) for i in range(20)]
     tuned = [reply(i, strict=i < 18, correct=i < 5) for i in range(20)]  # 3 more right: p = 0.25
     assert target_check(base, tuned, min_strict=0.95)["met"].tolist() == [False, False]
 
 
 def test_error_table_reads_each_model_by_its_own_metric():
-    from workings.evaluate import score
-    from workings.generate import Generation
-    from workings.report import error_table
+    from workings.evaluation.scoring import score
+    from workings.evaluation.generate import Generation
+    from workings.evaluation.steps import error_counts
+    from workings.report.tables import error_table
 
     question = "Ava has 12 stickers. She finds 3 more. How many stickers does Ava have now?"
 
@@ -130,14 +135,14 @@ def test_error_table_reads_each_model_by_its_own_metric():
     base = [said("The answer is 15."), said("The answer is 14.")]
     tuned = [said("<reasoning>12 + 3 = 15</reasoning>\n<answer>15</answer>"),
              said("<reasoning>12 + 3 = 16</reasoning>\n<answer>16</answer>")]
-    table = error_table({"base": (base, "last_number_correct"), "tuned": (tuned, "correct")})
+    table = error_table({"base": error_counts(base, "last_number_correct"), "tuned": error_counts(tuned, "correct")})
     assert table["base"].to_dict() == {"right": 1, "no computation": 1, "wrong sum": 0, "number from nowhere": 0,
                                        "answer is not the last result": 0, "wrong plan": 0}
     assert table.loc["right", "tuned"] == 1 and table.loc["wrong sum", "tuned"] == 1
 
 
 def test_log_history_keeps_steps_that_also_log_runtime_and_drops_the_closing_summary():
-    from workings.report import log_history
+    from workings.train.state import log_history
 
     state = {"log_history": [  # transformers 5 logs runtime and tokens/s with every training step
         {"step": 10, "loss": 2.0, "train_runtime": 11.0, "num_input_tokens_seen": 1100},
@@ -149,7 +154,7 @@ def test_log_history_keeps_steps_that_also_log_runtime_and_drops_the_closing_sum
 
 
 def test_tokens_per_second_between_logs():
-    from workings.report import log_history, tokens_per_second
+    from workings.train.state import log_history, tokens_per_second
 
     history = log_history({"log_history": [
         {"step": 10, "loss": 2.0, "train_runtime": 11.0, "num_input_tokens_seen": 1100},
@@ -175,14 +180,14 @@ def seed_checkpoint(folder):
 
 
 def test_trainer_state_is_read_from_a_checkpoint_folder_as_json_only(tmp_path):
-    from workings.report import load_trainer_state
+    from workings.train.state import load_trainer_state
 
     folder = seed_checkpoint(tmp_path / "checkpoint-17835")
     assert load_trainer_state(folder) == SEED_STATE
 
 
 def test_a_run_folder_gives_its_newest_checkpoints_state(tmp_path):
-    from workings.report import find_trainer_state
+    from workings.train.state import find_trainer_state
 
     seed_checkpoint(tmp_path / "checkpoint-9")
     seed_checkpoint(tmp_path / "checkpoint-10")
@@ -190,14 +195,14 @@ def test_a_run_folder_gives_its_newest_checkpoints_state(tmp_path):
 
 
 def test_a_folder_without_trainer_state_is_named(tmp_path):
-    from workings.report import find_trainer_state
+    from workings.train.state import find_trainer_state
 
     with pytest.raises(FileNotFoundError, match="no trainer_state.json here or in a checkpoint"):
         find_trainer_state(tmp_path)
 
 
 def test_training_curves_mark_what_the_run_did_not_log():
-    from workings.report import training_curves
+    from workings.report.figures import training_curves
 
     fig = training_curves(SEED_STATE, "seed run")
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
@@ -205,8 +210,8 @@ def test_training_curves_mark_what_the_run_did_not_log():
 
 
 def replies(flags, ids=None):
-    from workings.evaluate import score
-    from workings.generate import Generation
+    from workings.evaluation.scoring import score
+    from workings.evaluation.generate import Generation
 
     texts = {True: "<reasoning>1 + 1 = 2</reasoning>\n<answer>2</answer>", False: "It is 2, I think."}
     ids = ids or [str(i) for i in range(len(flags))]
@@ -214,26 +219,28 @@ def replies(flags, ids=None):
 
 
 def test_results_table_has_a_row_per_benchmark_and_model_with_intervals():
-    from workings.report import results_table
+    from workings.evaluation.scoring import summarise_results
+    from workings.report.tables import results_table
 
     results = {"base": {"b1": replies([False] * 4)}, "tuned": {"b1": replies([True, True, True, False])}}
-    table = results_table(results)
+    table = results_table(summarise_results(results))
     assert list(table.index) == [("b1", "base"), ("b1", "tuned")]
     assert table.loc[("b1", "tuned"), "accuracy % (95% CI)"] == "75.0 (30.1–95.4)"
     assert table.loc[("b1", "base"), "accuracy_when_strict % (95% CI)"] == "–"
 
 
 def test_comparison_table_reports_paired_counts_and_mcnemar():
-    from workings.report import comparison_table
+    from workings.evaluation.targets import paired_comparisons
+    from workings.report.tables import comparison_table
 
     results = {"base": {"b1": replies([False] * 12)}, "tuned": {"b1": replies([True] * 10 + [False] * 2)}}
-    row = comparison_table(results).loc["b1"]
+    row = comparison_table(paired_comparisons(results)).loc["b1"]
     assert (row["tuned only"], row["base only"], row["tuned - base (pp)"]) == (10, 0, 83.3)
     assert row["McNemar p"] == "0.002" and row["significant (p<0.05)"]
 
 
 def test_gallery_picks_replies_of_the_asked_kind():
-    from workings.report import gallery
+    from workings.report.tables import gallery
 
     html = gallery(replies([True, False]), "format failure").data
     assert "It is 2, I think." in html and "&lt;answer&gt;2" not in html
@@ -241,33 +248,35 @@ def test_gallery_picks_replies_of_the_asked_kind():
 
 
 def test_run_summary_of_a_run_without_held_out_loss_leaves_it_out():
-    from workings.report import run_summary
+    from workings.train.state import run_summary
 
     summary = run_summary(SEED_STATE)
     assert summary.to_dict() == {"steps": 20, "train loss, first logged": 1.9, "train loss, last logged": 1.2}
 
 
 def test_an_adapter_saved_in_a_checkpoint_folder_reads_that_folders_state(tmp_path):
-    from workings.report import adapter_trainer_state
+    from workings.train.state import adapter_trainer_state
 
     assert adapter_trainer_state(seed_checkpoint(tmp_path / "checkpoint-17835")) == SEED_STATE
 
 
 def test_rate_chart_draws_a_bar_per_model_and_benchmark_with_error_bars_at_zero():
-    from workings.report import rate_chart
+    from workings.evaluation.scoring import summarise_results
+    from workings.report.figures import rate_chart
 
     results = {"base": {"b1": replies([False] * 7), "b2": replies([False] * 3)},
                "tuned": {"b1": replies([True] * 7), "b2": replies([True, False, False])}}
-    fig = rate_chart(results, ["strict_format", "accuracy"], "t")
+    fig = rate_chart(summarise_results(results), ["strict_format", "accuracy"], "t")
     assert [len(ax.patches) for ax in fig.axes] == [4, 4]
 
 
 def test_verdicts_say_which_model_is_more_accurate_and_whether_it_is_chance():
-    from workings.report import verdicts
+    from workings.evaluation.targets import paired_comparisons
+    from workings.report.tables import verdicts
 
     results = {"base": {"b1": replies([False] * 12), "b2": replies([False] * 3)},
                "tuned": {"b1": replies([True] * 10 + [False] * 2), "b2": replies([True, False, False])}}
-    assert verdicts(results) == [
+    assert verdicts(paired_comparisons(results)) == [
         "b1 (12 questions): tuned 83.3% vs base 0.0%; only tuned right on 10, only base on 0; McNemar p = 0.002: "
         "tuned is more accurate, beyond chance at the 5% level.",
         "b2 (3 questions): tuned 33.3% vs base 0.0%; only tuned right on 1, only base on 0; McNemar p = 1: "

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from workings.stats import bootstrap_interval, compare_paired, mcnemar_exact, percentiles, wilson_interval
+from workings.evaluation.stats import bootstrap_interval, compare_paired, mcnemar_exact, percentiles, wilson_interval
 
 
 def test_wilson_interval_of_half_matches_the_textbook_value():

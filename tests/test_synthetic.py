@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from workings.synthetic import generate_synthetic
+from workings.data.synthetic import generate_synthetic
 
 
 def test_same_seed_same_problems():

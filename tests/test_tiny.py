@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from workings.tiny import MODEL_RECIPE, TOKENIZER_RECIPE, tiny_tokenizer, train_tiny_tokenizer
+from workings.models.tiny import MODEL_RECIPE, tiny_tokenizer, TOKENIZER_RECIPE, train_tiny_tokenizer
 
 
 def test_tokenizer_training_is_deterministic():
@@ -33,8 +33,8 @@ SMALL_MODEL = {
 def test_pretraining_chats_state_the_result_alone_and_never_use_our_tags(tokenizer):
     import re
 
-    from workings.chat import INSTRUCTION
-    from workings.tiny import pretraining_texts
+    from workings.core.chat import INSTRUCTION
+    from workings.models.tiny import pretraining_texts
 
     texts = pretraining_texts(400, 7, tokenizer, numbers="small", max_steps=3)
     chats = [t for t in texts if "<start_of_turn>" in t]
@@ -46,7 +46,7 @@ def test_pretraining_chats_state_the_result_alone_and_never_use_our_tags(tokeniz
 
 
 def test_pretraining_documents_show_the_worked_steps_as_plain_text(tokenizer):
-    from workings.tiny import pretraining_texts
+    from workings.models.tiny import pretraining_texts
 
     texts = pretraining_texts(400, 7, tokenizer, numbers="small", max_steps=3)
     documents = [t for t in texts if "<start_of_turn>" not in t]
@@ -59,7 +59,7 @@ def test_pretraining_documents_show_the_worked_steps_as_plain_text(tokenizer):
 def test_tiny_model_build_is_deterministic():
     import torch
 
-    from workings.tiny import pretrain_tiny_model
+    from workings.models.tiny import pretrain_tiny_model
 
     first, _, losses_a = pretrain_tiny_model(SMALL_MODEL)
     second, _, losses_b = pretrain_tiny_model(SMALL_MODEL)
@@ -73,7 +73,7 @@ def test_tiny_model_is_built_once_per_recipe(tmp_path, monkeypatch):
 
     from transformers import AutoModelForCausalLM
 
-    from workings.tiny import tiny_model_dir
+    from workings.models.tiny import tiny_model_dir
 
     monkeypatch.setenv("WORKINGS_CACHE", str(tmp_path))
     folder = tiny_model_dir(SMALL_MODEL, progress=False)
@@ -91,15 +91,15 @@ def test_tiny_model_is_built_once_per_recipe(tmp_path, monkeypatch):
 def test_cache_key_changes_when_the_builder_code_changes(tmp_path, monkeypatch):
     import shutil
 
-    import workings
-    import workings.tiny as tiny
+    import workings.files
+    import workings.models.tiny as tiny
 
     before = tiny.recipe_hash(SMALL_MODEL)
     copy = tmp_path / "workings"
-    shutil.copytree(Path(tiny.__file__).parent, copy)
-    monkeypatch.setattr(workings, "__file__", str(copy / "__init__.py"))
+    shutil.copytree(workings.files.PACKAGE_DIR, copy)
+    monkeypatch.setattr(workings.files, "PACKAGE_DIR", copy)
     assert tiny.recipe_hash(SMALL_MODEL) == before  # same code, same key
-    synthetic = copy / "synthetic.py"
+    synthetic = copy / "data" / "synthetic.py"
     synthetic.write_text(synthetic.read_text() + "\n# an edit\n")
     assert tiny.recipe_hash(SMALL_MODEL) != before
 
@@ -107,12 +107,14 @@ def test_cache_key_changes_when_the_builder_code_changes(tmp_path, monkeypatch):
 def test_cache_key_covers_every_project_module_the_builder_imports():
     import ast
 
-    import workings.tiny as tiny
+    import workings.models.tiny as tiny
 
-    package = Path(tiny.__file__).parent
+    import workings.files
+
     imported = set()
     for name in tiny.BUILDER_MODULES:
-        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
+        source = workings.files.PACKAGE_DIR / f"{name.replace('.', '/')}.py"
+        for node in ast.walk(ast.parse(source.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workings."):
-                imported.add(node.module.split(".")[1])
-    assert imported <= set(tiny.BUILDER_MODULES)
+                imported.add(node.module.removeprefix("workings."))
+    assert imported - {"files"} <= set(tiny.BUILDER_MODULES)  # files holds the digests, not the recipe

@@ -3,21 +3,10 @@ import math
 
 import pytest
 
-from workings.profiles import ProfileError
-from workings.training import (
-    END_OF_TURN,
-    TrainingDiverged,
-    attention_leak,
-    build_trainer,
-    check_environment,
-    check_mix,
-    check_packing,
-    checkpoints,
-    completion_labels,
-    divergence_guard,
-    train,
-    training_rows,
-)
+from workings.config.schema import ProfileError
+from workings.core.chat import END_OF_TURN
+from workings.train.runs import check_environment, check_mix, checkpoints, divergence_guard, TrainingDiverged
+from workings.train.sft import attention_leak, build_trainer, check_packing, completion_labels, train, training_rows
 
 SMALL_DATA = {
     "max_length": 512,
@@ -25,22 +14,22 @@ SMALL_DATA = {
     "eval_sets": [],
 }
 # Six optimizer steps of two rows, a checkpoint every three, a log line every step.
-SHORT_RUN = {"max_steps": 6, "per_device_batch_size": 2, "save_steps": 3, "eval_steps": 3, "eval_rows": 4,
-             "logging_steps": 1, "warmup_ratio": 0.0, "learning_rate": 1.0e-3}
+SHORT_RUN = {"max_steps": 6, "per_device_train_batch_size": 2, "save_steps": 3, "eval_steps": 3,
+             "logging_steps": 1, "warmup_steps": 0.0, "learning_rate": 1.0e-3}
 
 
 @pytest.fixture
 def small_mix(tmp_path, tiny_profile):
-    from workings.mix import build_mix, save_mix
-    from workings.models import load_tokenizer
+    from workings.data.mix import build_mix, save_mix
+    from workings.models.loading import load_tokenizer
 
     profile = tiny_profile({"data": SMALL_DATA})
     mix = build_mix(profile.data, load_tokenizer(profile.model), progress=False)
     return save_mix(mix, tmp_path / "mix", {"profile": profile.name, "model": profile.model.id})
 
 
-def short_profile(tiny_profile, **training):
-    return tiny_profile({"data": SMALL_DATA, "training": {**SHORT_RUN, **training}})
+def short_profile(tiny_profile, **sft):
+    return tiny_profile({"data": SMALL_DATA, "training": {"eval_rows": 4}, "sft": {**SHORT_RUN, **sft}})
 
 
 def losses(history):
@@ -63,21 +52,21 @@ def test_demo_4bit_profile_passes_the_machine_check_on_cpu(tiny_profile):
 
 
 def test_mix_made_for_another_model_is_refused(tiny_profile, small_mix):
-    from workings.mix import load_mix
+    from workings.data.mix import load_mix
 
     train_rows, _, report = load_mix(small_mix)
     with pytest.raises(ProfileError, match=r"model\.id: the mix was built with the tokenizer of 'google/gemma-2-2b-it'"):
         check_mix(tiny_profile(), train_rows, {**report, "model": "google/gemma-2-2b-it"})
 
 
-def test_mix_rows_longer_than_training_max_length_are_named(tiny_profile, small_mix):
-    from workings.mix import load_mix
+def test_mix_rows_longer_than_sft_max_length_are_named(tiny_profile, small_mix):
+    from workings.data.mix import load_mix
 
     train_rows, _, report = load_mix(small_mix)
     profile = tiny_profile()
-    profile.training.max_length = 40
+    profile.sft["max_length"] = 40
     longest = max(train_rows["n_tokens"])
-    with pytest.raises(ProfileError, match=rf"training\.max_length: 40 is below the longest row of the mix \({longest} tokens, id "):
+    with pytest.raises(ProfileError, match=rf"sft\.max_length: 40 is below the longest row of the mix \({longest} tokens, id "):
         check_mix(profile, train_rows, report)
 
 
@@ -104,7 +93,7 @@ def test_training_row_without_end_of_turn_is_named(tokenizer):
 # --- what the trainer is fed --------------------------------------------------------------
 
 def test_loss_falls_on_completion_tokens_only_and_ends_at_end_of_turn(tiny_profile, small_mix):
-    from workings.mix import load_mix
+    from workings.data.mix import load_mix
 
     trainer = build_trainer(short_profile(tiny_profile), small_mix, tiny_profile().path.parent / "run", progress=False)
     tokenizer = trainer.processing_class
@@ -139,7 +128,7 @@ def test_check_packing_refuses_an_attention_that_leaks(random_tiny_dir):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(random_tiny_dir, attn_implementation="eager")
-    with pytest.raises(ProfileError, match=r"training\.packing: packed examples attend to each other with 'eager' attention"):
+    with pytest.raises(ProfileError, match=r"sft\.packing: packed examples attend to each other with 'eager' attention"):
         check_packing(model, "eager", [[2, 10, 11, 12, 13, 14], [2, 20, 21, 22]])
 
 
@@ -250,3 +239,79 @@ def test_train_command_trains_and_refuses_to_train_over_a_run(tiny_profile, smal
     with pytest.raises(FileExistsError, match="pass resume=True"):
         main(args)
     assert main([*args, "--resume"]) == 0
+
+
+# --- bitsandbytes' packed CPU layout (AVX512-BF16) -------------------------------------------
+# bitsandbytes repacks a 4-bit layer's weights for its AVX512-BF16 CPU kernel the first time the
+# layer runs in eval mode without grad. Forcing its capability check runs that path on any CPU,
+# so both paths are tested on every machine, whatever its processor.
+
+@pytest.fixture(params=[False, True], ids=["plain cpu", "cpu that packs"])
+def cpu_packs(request, monkeypatch):
+    """bitsandbytes' AVX512-BF16 check forced to say no, then yes, for the 4-bit layers built next."""
+    import bitsandbytes.nn.modules
+
+    monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda: request.param)
+    return request.param
+
+
+def test_forcing_the_capability_makes_bitsandbytes_pack_a_layer_in_eval(monkeypatch):
+    import bitsandbytes as bnb
+    import bitsandbytes.nn.modules
+    import torch
+
+    monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda: True)
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(torch.randn(64, 64), requires_grad=False, quant_type="nf4").to("cpu")
+    layer.eval()
+    with torch.no_grad():
+        layer(torch.randn(2, 64))
+    assert layer.weight.quant_state.packing_format_for_cpu  # what the guard below must prevent
+
+
+def test_the_loader_keeps_4bit_weights_plain_whatever_the_cpu(tiny_profile, cpu_packs):
+    import torch
+
+    from workings.models.loading import load_base_model
+    from workings.models.qlora import packed_4bit_layers
+
+    model = load_base_model(tiny_profile())
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[2, 10, 11, 12]]))
+    assert packed_4bit_layers(model) == []
+
+
+def test_train_evaluate_train_save_is_the_same_run_whatever_the_cpu(tiny_profile, small_mix, tmp_path, monkeypatch):
+    """Six steps with an evaluation after step 3 and a crash after step 4, resumed and saved: the
+    losses, the checkpoint and the adapter are the same bytes on a CPU that packs and one that does not."""
+    import bitsandbytes.nn.modules
+
+    runs = {}
+    for packs in (False, True):
+        monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda packs=packs: packs)
+        out = tmp_path / f"packs-{packs}"
+        profile = short_profile(tiny_profile)
+        with pytest.raises(Crash):
+            train(profile, small_mix, out, progress=False, callbacks=[crash_after(4)])
+        runs[packs] = train(profile, small_mix, out, resume=True, progress=False)
+    plain, packing = runs[False], runs[True]
+    assert losses(packing.log_history) == losses(plain.log_history)
+    assert [h["eval_loss"] for h in packing.log_history if "eval_loss" in h] == [
+        h["eval_loss"] for h in plain.log_history if "eval_loss" in h]
+    for name in ("adapter/adapter_model.safetensors", "checkpoint-3/adapter_model.safetensors"):
+        assert (packing.out_dir / name).read_bytes() == (plain.out_dir / name).read_bytes(), name
+
+
+def test_without_the_guard_a_cpu_that_packs_breaks_the_run(tiny_profile, small_mix, tmp_path, monkeypatch):
+    """The failure users with AVX512-BF16 saw: the test model's 32-wide layers are narrower than one
+    64-value block, and the evaluation step's repacking fails. This is what the guard is for."""
+    import bitsandbytes.nn.modules
+
+    import workings.models.qlora
+
+    monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda: True)
+    monkeypatch.setattr(workings.models.qlora, "keep_4bit_weights_plain", lambda model: 0)
+    with pytest.raises(RuntimeError, match=r"shape '\[64, 0\]' is invalid"):
+        train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False)

@@ -24,7 +24,10 @@ from fractions import Fraction
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 _CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-+]?\.\d+")
+# A number as written in answers and replies: sign, thousands commas, decimals (``-1,080.5``, ``.5``).
+NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"
+_NUMBER = re.compile(NUMBER)
+_VALUE = re.compile(rf"(?:{NUMBER})(?:/\d+)?")  # a number or a fraction such as ``3/4``
 _UNIT_WORDS = re.compile(r"^[A-Za-z][A-Za-z .'/-]*$")
 
 
@@ -71,6 +74,17 @@ def math_gold(solution: str) -> str:
     return boxed
 
 
+def numbers_in(text: str) -> list[str]:
+    """Every number written in ``text``, in order, as written (commas kept for :func:`equivalent`)."""
+    return _NUMBER.findall(text)
+
+
+def last_number(text: str) -> str | None:
+    """The last number written in ``text``: the format-blind reading of a reply."""
+    found = numbers_in(text)
+    return found[-1] if found else None
+
+
 def parse_number(text: str) -> Fraction | None:
     """The value of an answer that is one number (currency, commas, %, units allowed), else None."""
     s = text.strip().replace("\u2212", "-").replace("\\$", "$").replace("\\%", "%").replace("\\!", "")
@@ -80,7 +94,7 @@ def parse_number(text: str) -> Fraction | None:
     s = re.sub(r"^\$\s*(?=[\d.+-])", "", s)  # leading currency
     s = re.sub(r"^([-+])\s*\$\s*", r"\1", s)  # "-$5"
     s = re.sub(r"\\text\{([^{}]*)\}", r" \1", s).strip()
-    match = _NUMBER.match(s)
+    match = _VALUE.match(s)
     if match is None:
         return None
     rest = s[match.end() :].strip()
@@ -113,7 +127,7 @@ def _math_verify(predicted: str, gold: str) -> bool | None:
 
 
 def _float_or_none(text: str) -> float | None:
-    numbers = _NUMBER.findall(text.replace(",", ""))
+    numbers = _VALUE.findall(text.replace(",", ""))
     if len(numbers) != 1:
         return None
     try:

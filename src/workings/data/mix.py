@@ -1,19 +1,19 @@
 """The mix builder: many sources in, one clean, decontaminated training set out.
 
-Stages, in order, each counting what it drops per source and why:
+Stages, in order, each a function below that counts what it drops per source and why:
 
-1. load and convert every row (:func:`workings.data.convert`);
-2. drop rows flagged as disagreeing with their source's ground truth;
-3. drop exact duplicates (same normalised question, reasoning and answer);
-4. drop rows whose rendered chat is longer than ``max_length`` tokens of the
-   model's tokenizer (dropped, never cut: cutting would cut the answer);
-5. group (near-)identical questions (MinHash over word 3-grams, verified by
-   exact Jaccard) and keep at most ``max_per_question`` rows per group;
-6. drop rows whose question overlaps a benchmark question (the profile's
-   eval sets) by normalised word n-grams;
-7. set aside ``heldout`` question groups per source for evaluation, and drop
-   training rows whose question overlaps a held-out question;
-8. cap each source, apply its weight, shuffle deterministically, save.
+1. load and convert every row (:func:`convert_sources`, with :func:`workings.data.sources.convert`),
+   dropping rows flagged as disagreeing with their source's ground truth;
+2. drop exact duplicates (same normalised question, reasoning and answer: :func:`drop_exact_duplicates`);
+3. drop rows whose rendered chat is longer than ``max_length`` tokens of the model's tokenizer
+   (dropped, never cut: cutting would cut the answer; :func:`measure_lengths`);
+4. group (near-)identical questions (MinHash over word 3-grams, verified by exact Jaccard) and keep
+   at most ``max_per_question`` rows per group (:func:`group_questions`);
+5. drop rows whose question overlaps a benchmark question (the profile's eval sets) by
+   normalised word n-grams (:func:`decontaminate`);
+6. set aside ``heldout`` question groups per source for evaluation, and drop training rows whose
+   question overlaps a held-out question (:func:`split_heldout`);
+7. cap each source, apply its weight, shuffle deterministically (:func:`cap_and_weight`), save.
 """
 
 from __future__ import annotations
@@ -21,112 +21,24 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
-import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
-from workings import json_digest, module_digests, write_folder
-from workings.chat import prompt_completion
-from workings.data import Example, Unusable, convert, load_rows
-from workings.profiles import DataConfig, EvalSetSpec, Origin
-from workings.synthetic import generate_synthetic
+from workings.core.chat import prompt_completion
+from workings.data.dedup import NgramIndex, near_duplicate_pairs, normalise
+from workings.data.example import Example, Unusable
+from workings.data.sources import convert, load_rows
+from workings.data.synthetic import generate_synthetic
+from workings.files import json_digest, module_digests, write_folder
 
-# --- text normalisation, n-grams and MinHash ----------------------------------------------------
-
-
-def normalise(text: str) -> str:
-    """Lower case, NFKC, punctuation to spaces, whitespace collapsed: the text duplicates are judged on."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"[^\w\s]", " ", text)
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def word_ngrams(text: str, n: int) -> set[str]:
-    """Word n-grams of the normalised text; a text shorter than n words is one n-gram."""
-    words = normalise(text).split()
-    if len(words) <= n:
-        return {" ".join(words)} if words else set()
-    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
-def jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
-
-
-def _hash64(s: str) -> int:
-    return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser, element-wise on uint64 (wrapping arithmetic): a fresh random-like order."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def lsh_rows_per_band(threshold: float, num_perm: int, recall: float = 0.999) -> int:
-    """The most rows per band (fewest false candidates) that still find a pair at ``threshold`` with ``recall``."""
-    for rows in range(num_perm, 0, -1):
-        if 1 - (1 - threshold**rows) ** (num_perm // rows) >= recall:
-            return rows
-    return 1
-
-
-def near_duplicate_pairs(
-    texts: Sequence[str], threshold: float, *, n: int = 3, num_perm: int = 128, seed: int = 0
-) -> list[tuple[int, int]]:
-    """Index pairs ``(i, j)``, ``i < j``, whose word ``n``-gram Jaccard similarity is at least ``threshold``.
-
-    MinHash with LSH banding proposes candidates, with bands sized so a pair exactly at the
-    threshold is proposed with probability >= 0.999 (higher similarity, higher still); every
-    candidate is checked with the exact Jaccard similarity, so no pair below the threshold is returned.
-    """
-    rows = lsh_rows_per_band(threshold, num_perm)
-    bands = num_perm // rows
-    salts = np.random.default_rng(seed).integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64)
-    shingles = [word_ngrams(t, n) for t in texts]
-    buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
-    for i, grams in enumerate(shingles):
-        if not grams:
-            continue
-        hashes = np.fromiter((_hash64(g) for g in grams), dtype=np.uint64, count=len(grams))
-        signature = _mix64(hashes[:, None] ^ salts[None, :]).min(axis=0)
-        for band in range(bands):
-            buckets[(band, signature[band * rows : (band + 1) * rows].tobytes())].append(i)
-    candidates = {(m[x], m[y]) for m in buckets.values() if len(m) > 1 for x in range(len(m)) for y in range(x + 1, len(m))}
-    return sorted((i, j) for i, j in candidates if jaccard(shingles[i], shingles[j]) >= threshold)
-
-
-class NgramIndex:
-    """Word n-grams of evaluation questions, to test training questions against."""
-
-    def __init__(self, n: int):
-        self.n = n
-        self.owners: dict[str, set[str]] = defaultdict(set)
-
-    def add(self, name: str, questions: Iterable[str]) -> None:
-        for question in questions:
-            for gram in word_ngrams(question, self.n):
-                self.owners[gram].add(name)
-
-    def overlap(self, question: str) -> tuple[float, str | None]:
-        """Fraction of the question's n-grams found in the index, and the eval set most of them come from."""
-        grams = word_ngrams(question, self.n)
-        if not grams:
-            return 0.0, None
-        hits = Counter(name for g in grams for name in self.owners.get(g, ()))
-        found = sum(1 for g in grams if g in self.owners)
-        return found / len(grams), (hits.most_common(1)[0][0] if hits else None)
-
-
-# --- the builder ---------------------------------------------------------------------------------
+if TYPE_CHECKING:  # the profile's types; data sits below config and reads them by attribute only
+    from workings.config.schema import DataConfig, EvalSetSpec, Origin
 
 
 @dataclass
@@ -207,9 +119,11 @@ class _Fitted:
         return {**row, **self.chat, "n_tokens": self.n_tokens}
 
 
-def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> Mix:
-    """Run every stage on the profile's sources; see the module docstring."""
-    counts = {spec.name: SourceCounts() for spec in config.sources}
+Counts = dict[str, SourceCounts]
+
+
+def convert_sources(config: DataConfig, counts: Counts, progress: bool) -> list[Example]:
+    """Stage 1: every source's rows converted, named after their source; flagged rows dropped."""
     examples: list[Example] = []
     for spec in config.sources:
         c = counts[spec.name]
@@ -226,8 +140,11 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
                 c.dropped["disagrees_with_ground_truth"] += 1
                 continue
             examples.append(replace(example, source=spec.name))
+    return examples
 
-    # exact duplicates
+
+def drop_exact_duplicates(examples: list[Example], counts: Counts) -> list[Example]:
+    """Stage 2: the first of every (normalised question, reasoning, answer)."""
     seen: set[str] = set()
     unique: list[Example] = []
     for ex in examples:
@@ -237,22 +154,30 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
         else:
             seen.add(key)
             unique.append(ex)
+    return unique
 
-    # token length of the rendered chat, with the model's tokenizer
+
+def measure_lengths(examples: list[Example], tokenizer: Any, max_length: int, counts: Counts,
+                    progress: bool) -> list[_Fitted]:
+    """Stage 3: the rows whose rendered chat fits ``max_length`` tokens of the model's tokenizer."""
     fitting: list[_Fitted] = []
     batch = 256
-    for start in tqdm(range(0, len(unique), batch), desc="measure length", disable=not progress, leave=False):
-        chunk = unique[start : start + batch]
-        chats = [prompt_completion(ex, tokenizer) for ex in chunk]
+    for start in tqdm(range(0, len(examples), batch), desc="measure length", disable=not progress, leave=False):
+        chunk = examples[start : start + batch]
+        chats = [prompt_completion(ex.question, ex.reasoning, ex.answer, tokenizer) for ex in chunk]
         texts = [chat["prompt"] + chat["completion"] for chat in chats]
         lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
         for ex, n, chat in zip(chunk, lengths, chats):
-            if n > config.max_length:
+            if n > max_length:
                 counts[ex.source].dropped["too_long"] += 1
             else:
                 fitting.append(_Fitted(ex, n, chat))
+    return fitting
 
-    # (near-)duplicate questions: union-find over exact normalised matches and MinHash pairs
+
+def group_questions(fitting: list[_Fitted], config: DataConfig, counts: Counts) -> dict[int, list[int]]:
+    """Stage 4: (near-)identical questions grouped (union-find over exact normalised matches and
+    MinHash pairs); at most ``max_per_question`` rows kept per group, keyed by the group's first row."""
     parent = list(range(len(fitting)))
 
     def find(i: int) -> int:
@@ -284,59 +209,81 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
         for j in members[config.max_per_question :]:
             reason = "duplicate_question" if j in exact_members else "near_duplicate_question"
             counts[fitting[j].example.source].dropped[reason] += 1
+    return kept_groups
 
-    # decontamination against the benchmarks, before the held-out split so neither split holds them
-    index = NgramIndex(config.decontamination.ngram)
-    eval_sizes: dict[str, int] = {}
-    for eval_spec in config.eval_sets:
-        questions = eval_questions(eval_spec)
-        eval_sizes[eval_spec.name] = len(questions)
-        index.add(eval_spec.name, questions)
-    contaminated: list[dict[str, Any]] = []
-    by_eval: Counter = Counter()
 
-    def clean(members: list[int], against: NgramIndex) -> list[int]:
+@dataclass
+class _Decontaminator:
+    """Drops rows whose question shares ``threshold`` of its n-grams with an index, and records them."""
+
+    fitting: list[_Fitted]
+    threshold: float
+    counts: Counts
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    by_eval: Counter = field(default_factory=Counter)
+
+    def clean(self, members: list[int], against: NgramIndex) -> list[int]:
         kept = []
         for j in members:
-            ex = fitting[j].example
+            ex = self.fitting[j].example
             share, owner = against.overlap(ex.question)
-            if share >= config.decontamination.threshold:
-                counts[ex.source].dropped[f"contaminated:{owner}"] += 1
-                by_eval[owner] += 1
-                contaminated.append({"id": ex.id, "source": ex.source, "eval_set": owner, "overlap": round(share, 3), "question": ex.question[:200]})
+            if share >= self.threshold:
+                self.counts[ex.source].dropped[f"contaminated:{owner}"] += 1
+                self.by_eval[owner] += 1
+                self.rows.append({"id": ex.id, "source": ex.source, "eval_set": owner, "overlap": round(share, 3),
+                                  "question": ex.question[:200]})
             else:
                 kept.append(j)
         return kept
 
-    kept_groups = {root: kept for root, members in kept_groups.items() if (kept := clean(members, index))}
 
-    # held-out split: whole question groups, per source of the group's first row
-    rng = random.Random(config.seed)
+def decontaminate(groups: dict[int, list[int]], config: DataConfig, cleaner: _Decontaminator,
+                  eval_sizes: dict[str, int]) -> dict[int, list[int]]:
+    """Stage 5: rows overlapping a benchmark question go, before the held-out split so neither split holds them."""
+    index = NgramIndex(config.decontamination.ngram)
+    for eval_spec in config.eval_sets:
+        questions = eval_questions(eval_spec)
+        eval_sizes[eval_spec.name] = len(questions)
+        index.add(eval_spec.name, questions)
+    return {root: kept for root, members in groups.items() if (kept := cleaner.clean(members, index))}
+
+
+def split_heldout(groups: dict[int, list[int]], config: DataConfig, cleaner: _Decontaminator, rng: random.Random,
+                  eval_sizes: dict[str, int]) -> tuple[list[_Fitted], dict[str, list[_Fitted]]]:
+    """Stage 6: ``heldout`` whole question groups per source (by the group's first row) set aside;
+    training rows too close to a held-out question (below the near-duplicate threshold) go too.
+
+    Returns the held-out rows and the training candidates per source.
+    """
+    fitting, counts = cleaner.fitting, cleaner.counts
     roots_by_source: dict[str, list[int]] = defaultdict(list)
-    for root in sorted(kept_groups):
-        roots_by_source[fitting[kept_groups[root][0]].example.source].append(root)
+    for root in sorted(groups):
+        roots_by_source[fitting[groups[root][0]].example.source].append(root)
     heldout_roots: set[int] = set()
     for spec in config.sources:
         roots = roots_by_source.get(spec.name, [])
         take = min(spec.heldout, len(roots))
         heldout_roots.update(rng.sample(roots, take))
         counts[spec.name].heldout = take
-    heldout = [fitting[kept_groups[root][0]] for root in sorted(heldout_roots)]
+    heldout = [fitting[groups[root][0]] for root in sorted(heldout_roots)]
     for root in heldout_roots:
-        for j in kept_groups[root][1:]:
+        for j in groups[root][1:]:
             counts[fitting[j].example.source].dropped["heldout_question"] += 1
 
-    # training rows too close to a held-out question (below the near-duplicate threshold) go too
     heldout_index = NgramIndex(config.decontamination.ngram)
     heldout_index.add("heldout", [f.example.question for f in heldout])
     eval_sizes["heldout"] = len(heldout)
     candidates: dict[str, list[_Fitted]] = defaultdict(list)
-    for root in sorted(kept_groups):
+    for root in sorted(groups):
         if root not in heldout_roots:
-            for j in clean(kept_groups[root], heldout_index):
+            for j in cleaner.clean(groups[root], heldout_index):
                 candidates[fitting[j].example.source].append(fitting[j])
+    return heldout, candidates
 
-    # caps, weights, shuffle
+
+def cap_and_weight(candidates: dict[str, list[_Fitted]], config: DataConfig, counts: Counts,
+                   rng: random.Random) -> list[_Fitted]:
+    """Stage 7: each source shuffled, capped at ``cap`` and repeated ``weight`` times; the whole shuffled."""
     train: list[_Fitted] = []
     for spec in config.sources:
         pool = candidates.get(spec.name, [])
@@ -352,7 +299,21 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
         c.lengths = [f.n_tokens for f in pool]
         train.extend(weighted)
     rng.shuffle(train)
+    return train
 
+
+def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> Mix:
+    """Run every stage on the profile's sources; see the module docstring."""
+    counts = {spec.name: SourceCounts() for spec in config.sources}
+    examples = drop_exact_duplicates(convert_sources(config, counts, progress), counts)
+    fitting = measure_lengths(examples, tokenizer, config.max_length, counts, progress)
+    groups = group_questions(fitting, config, counts)
+    cleaner = _Decontaminator(fitting, config.decontamination.threshold, counts)
+    eval_sizes: dict[str, int] = {}
+    groups = decontaminate(groups, config, cleaner, eval_sizes)
+    rng = random.Random(config.seed)  # one stream: the held-out draw, then the shuffles
+    heldout, candidates = split_heldout(groups, config, cleaner, rng, eval_sizes)
+    train = cap_and_weight(candidates, config, counts, rng)
     report = {
         "seed": config.seed,
         "max_length": config.max_length,
@@ -365,13 +326,10 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
             "heldout": len(heldout),
             "dropped": dict(sorted(sum((c.dropped for c in counts.values()), Counter()).items())),
         },
-        "contamination": {"ngram": config.decontamination.ngram, "threshold": config.decontamination.threshold, "eval_sets": eval_sizes, "by_eval_set": dict(by_eval), "rows": contaminated},
+        "contamination": {"ngram": config.decontamination.ngram, "threshold": config.decontamination.threshold,
+                          "eval_sets": eval_sizes, "by_eval_set": dict(cleaner.by_eval), "rows": cleaner.rows},
     }
-    return Mix(
-        train=[f.row() for f in train],
-        heldout=[f.row() for f in heldout],
-        report=report,
-    )
+    return Mix(train=[f.row() for f in train], heldout=[f.row() for f in heldout], report=report)
 
 
 def save_mix(mix: Mix, out_dir: str | Path, extra_report: dict[str, Any] | None = None) -> Path:
@@ -432,28 +390,35 @@ def _load_split(path: Path) -> Any:
 
 
 # The modules whose code decides what a mix holds.
-MIX_MODULES = ("mix", "data", "synthetic", "answers", "format", "chat")
+MIX_MODULES = ("data.mix", "data.dedup", "data.sources", "data.example", "data.synthetic", "core.answers",
+               "core.format", "core.chat")
 
 
-def mix_provenance(profile: Any) -> dict[str, Any]:
+def mix_provenance(name: str, data: DataConfig, model_id: str) -> dict[str, Any]:
     """What a saved mix was built from: the profile, its model, and a key over the data
     settings and the curation code (see :func:`ensure_mix`)."""
-    from dataclasses import asdict
-
-    key = json_digest({"data": asdict(profile.data), "model": profile.model.id, "code": module_digests(*MIX_MODULES)}, 16)
-    return {"profile": profile.name, "model": profile.model.id, "data_key": key}
+    key = json_digest({"data": asdict(data), "model": model_id, "code": module_digests(*MIX_MODULES)}, 16)
+    return {"profile": name, "model": model_id, "data_key": key}
 
 
-def ensure_mix(profile: Any, *, progress: bool = True) -> Path:
-    """The profile's mix folder (``runs/<profile>/mix``), built and saved first if it is missing
-    or was built from other data settings, another model or other curation code."""
-    from workings.models import load_tokenizer
-    from workings.profiles import run_dir
+def ensure_mix(out_dir: str | Path, provenance: dict[str, Any], data: DataConfig, tokenizer: Callable[[], Any],
+               *, progress: bool = True) -> Path:
+    """The mix folder ``out_dir``, built and saved first if it is missing or was built from other
+    data settings, another model or other curation code (another ``provenance["data_key"]``).
 
-    out_dir = run_dir(profile) / "mix"
+    ``tokenizer`` is called only when the mix has to be built.
+    """
+    out_dir = Path(out_dir)
     report_file = out_dir / "report.json"
-    provenance = mix_provenance(profile)
     if report_file.is_file() and json.loads(report_file.read_text()).get("data_key") == provenance["data_key"]:
         return out_dir
-    mix = build_mix(profile.data, load_tokenizer(profile.model), progress=progress)
+    mix = build_mix(data, tokenizer(), progress=progress)
     return save_mix(mix, out_dir, provenance)
+
+
+def lengths_by_source(dataset: Any) -> dict[str, list[int]]:
+    """Token lengths of a saved mix split, grouped by source."""
+    out: dict[str, list[int]] = {}
+    for source, n in zip(dataset["source"], dataset["n_tokens"]):
+        out.setdefault(source, []).append(n)
+    return out

@@ -14,18 +14,17 @@ Format (JSON Lines, UTF-8, one record per question, in the benchmark's order)::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from workings import write_jsonl
+from workings.files import jsonl_records, write_jsonl
 
 FIELDS = ("id", "question", "response", "answer")
 
 
 def prediction(scored: Any) -> dict[str, Any]:
-    """The record of one :class:`workings.evaluate.Scored` reply."""
+    """The record of one :class:`workings.evaluation.scoring.Scored` reply."""
     return {"id": str(scored.id), "question": scored.question, "response": scored.output, "answer": scored.answer}
 
 
@@ -42,14 +41,9 @@ def write_predictions(path: str | Path, scored: Iterable[Any]) -> Path:
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     """The records of a predictions file; a line that is not a record of exactly :data:`FIELDS` is named."""
     out = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}, line {number}: not JSON ({err.msg})") from None
-        if not isinstance(record, dict) or set(record) != set(FIELDS):
-            got = sorted(record) if isinstance(record, dict) else type(record).__name__
-            raise ValueError(f"{path}, line {number}: expected fields {list(FIELDS)}, got {got}")
+    for number, record in jsonl_records(path):
+        if set(record) != set(FIELDS):
+            raise ValueError(f"{path}, line {number}: expected fields {list(FIELDS)}, got {sorted(record)}")
         for key in ("id", "question", "response"):
             if not isinstance(record[key], str):
                 raise ValueError(f"{path}, line {number}: field {key!r} must be a string")

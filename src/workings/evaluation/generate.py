@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from workings.chat import render_prompt
+from workings.core.chat import render_prompt, stop_token_ids
+from workings.files import jsonl_records
 
 
 @dataclass
@@ -49,12 +50,6 @@ class Engine(ABC):
     @abstractmethod
     def generate_batch(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int) -> list[tuple[list[int], bool]]:
         """Generate for one batch of tokenized prompts; (kept token ids, stopped at a stop token) per prompt."""
-
-
-def stop_token_ids(tokenizer: Any) -> list[int]:
-    """``<end_of_turn>`` ends a chat turn; ``<eos>`` ends a document. Either stops generation."""
-    ids = [tokenizer.convert_tokens_to_ids("<end_of_turn>"), tokenizer.convert_tokens_to_ids("<eos>")]
-    return [i for i in dict.fromkeys(ids) if i is not None and i != tokenizer.unk_token_id]
 
 
 def _cut_at_stop(new: Sequence[int], stops: Sequence[int]) -> tuple[list[int], bool]:
@@ -143,11 +138,11 @@ def _read_done(path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]
         raw = raw[: raw.rfind(b"\n") + 1]
         path.write_bytes(raw)
     done: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(raw.decode().splitlines(), start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}, line {number}: not a JSON record ({err.msg}); move the file aside to start again") from None
+    try:
+        records = list(jsonl_records(path))
+    except ValueError as err:
+        raise ValueError(f"{err}; move the file aside to start again") from None
+    for number, record in records:
         if record.get("settings") != settings:
             raise ValueError(
                 f"{path}, line {number}: written with other generation settings ({record.get('settings')}) "
@@ -241,7 +236,7 @@ class Answer:
 
 def ask(question: str, model: Any, tokenizer: Any, sampling: SamplingConfig | None = None) -> Answer:
     """Ask one question and split the reply into reasoning and answer (greedy by default)."""
-    from workings.format import parse
+    from workings.core.format import parse
 
     generation = generate(model, tokenizer, [question], sampling or SamplingConfig(batch_size=1))[0]
     parsed = parse(generation.text)

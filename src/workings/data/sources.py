@@ -1,4 +1,4 @@
-"""Source datasets and their conversion to :class:`Example` rows.
+"""Source datasets and their conversion to :class:`~workings.data.example.Example` rows.
 
 Each source has a converter ``row -> Example`` for the schema its publisher
 documents. A row that cannot be used raises :class:`Unusable` with a short
@@ -7,51 +7,15 @@ documents. A row that cannot be used raises :class:`Unusable` with a short
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from workings.answers import NoGoldAnswer, equivalent, gsm8k_gold, last_boxed, strip_calculator_notes
-from workings.format import contains_tag
-
-
-@dataclass(frozen=True)
-class Example:
-    """One training or evaluation problem, independent of its source's schema."""
-
-    id: str
-    source: str
-    question: str
-    reasoning: str
-    answer: str
-    graded: bool = True  # False for free-text answers that cannot be checked automatically
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Unusable(ValueError):
-    """A source row that cannot become an :class:`Example`."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-class DataUnavailable(RuntimeError):
-    """A dataset could not be loaded (no network, wrong path, bad file)."""
-
-
-def example_id(source: str, question: str, reasoning: str = "") -> str:
-    """A stable id from the source and the text, so ids survive reshuffles and reruns."""
-    digest = hashlib.sha1(f"{source}\0{question}\0{reasoning}".encode()).hexdigest()[:16]
-    return f"{source}-{digest}"
+from workings.core.answers import NoGoldAnswer, equivalent, gsm8k_gold, last_boxed, strip_calculator_notes
+from workings.core.format import contains_tag
+from workings.data.example import DataUnavailable, Example, Unusable, example_id
+from workings.files import read_jsonl
 
 
 def _field(row: Mapping[str, Any], name: str) -> str:
@@ -212,41 +176,29 @@ CONVERTERS: dict[str, Callable[[Mapping[str, Any]], Example]] = {
 }
 
 
+def convert_synthetic(row: Mapping[str, Any]) -> Example:
+    """Rows of :func:`workings.data.synthetic.generate_synthetic`, already :class:`Example` fields."""
+    return Example(**row)
+
+
+CONVERTERS["synthetic"] = convert_synthetic
+
+
 def convert(source: str, row: Mapping[str, Any], keep_domains: tuple[str, ...] = ("math",)) -> Example:
-    """Convert one row of ``source`` (a key of :data:`CONVERTERS`, or ``synthetic``).
+    """Convert one row with the converter named ``source`` (a key of :data:`CONVERTERS`).
 
     ``keep_domains`` applies to OpenThoughts' ``metadata`` rows only.
     """
-    if source not in CONVERTERS and source != "synthetic":
-        raise KeyError(f"unknown source {source!r}; known: {sorted(CONVERTERS) + ['synthetic']}")
+    if source not in CONVERTERS:
+        raise KeyError(f"unknown source {source!r}; known: {sorted(CONVERTERS)}")
     if not isinstance(row, Mapping):
         raise Unusable("not_a_mapping", f"row is {type(row).__name__}")
-    if source == "synthetic":
-        return Example(**row)
     if source == "openthoughts":
         return convert_openthoughts(row, keep_domains)
     return CONVERTERS[source](row)
 
 
 # --- Loading -----------------------------------------------------------------------------------
-
-
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSON Lines file; a bad line raises :class:`DataUnavailable` naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataUnavailable(f"{path}: no such file")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataUnavailable(f"{path}, line {number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DataUnavailable(f"{path}, line {number}: a JSON object was expected, got {type(row).__name__}")
-            yield row
 
 
 def load_rows(
@@ -261,7 +213,12 @@ def load_rows(
     if path is not None:
         path = Path(path)
         if path.suffix == ".jsonl":
-            return list(read_jsonl(path))
+            if not path.is_file():
+                raise DataUnavailable(f"{path}: no such file")
+            try:
+                return read_jsonl(path)
+            except ValueError as err:
+                raise DataUnavailable(str(err)) from None
         if path.suffix in (".json", ".parquet"):
             import datasets
 

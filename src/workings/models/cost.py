@@ -1,9 +1,8 @@
-"""QLoRA configuration: the bitsandbytes and PEFT configs, and what they cost before anything is loaded.
+"""What a profile costs, predicted from the model's ``config.json`` alone, before anything is loaded.
 
-The predictions here need only the model's config (``config.json``): which linear
-layers LoRA wraps and their shapes give the trainable parameter count exactly, the
-saved adapter's size follows from it, and a memory budget per profile follows from
-the parameter counts, the batch and the sequence length.
+Which linear layers LoRA wraps and their shapes give the trainable parameter count exactly, the
+saved adapter's size follows from it, and a memory budget per profile follows from the
+parameter counts, the batch and the sequence length.
 """
 
 from __future__ import annotations
@@ -13,83 +12,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workings.profiles import LoraConfig, Profile, QuantizationConfig
+from workings.config.schema import GEMMA_LINEAR_MODULES, LoraConfig, Profile, QuantizationConfig
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+HUB_CONFIG_DIR = Path(__file__).parent / "hub_configs"
 NF4_BLOCK = 64  # weights per quantization block (bitsandbytes' default for 4-bit)
 DOUBLE_QUANT_BLOCK = 256  # absmax constants per second-level block when double quantization is on
-
-
-def torch_dtype(name: str) -> Any:
-    import torch
-
-    return getattr(torch, name)
-
-
-def bnb_config(quantization: QuantizationConfig) -> Any:
-    """The ``BitsAndBytesConfig`` of a profile's quantization section."""
-    from transformers import BitsAndBytesConfig
-
-    if quantization.bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=quantization.quant_type,
-        bnb_4bit_use_double_quant=quantization.double_quant,
-        bnb_4bit_compute_dtype=torch_dtype(quantization.compute_dtype),
-    )
-
-
-def lora_config(lora: LoraConfig) -> Any:
-    """The PEFT ``LoraConfig`` of a profile's lora section (causal LM, no bias terms)."""
-    import peft
-
-    return peft.LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-
-
-def prepare_for_training(model: Any, profile: Profile) -> Any:
-    """Freeze the base, prepare a quantized one for k-bit training, and wrap it with the LoRA adapter.
-
-    ``prepare_model_for_kbit_training`` casts the layer norms and the unquantized
-    weights to float32 and, with gradient checkpointing, makes the inputs require grad
-    so gradients reach the adapters through checkpointed layers.
-    """
-    import warnings
-
-    import peft
-
-    checkpointing = profile.training.gradient_checkpointing
-    with warnings.catch_warnings():  # peft reads the attribute that transformers 5 renamed
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        if profile.quantization is not None:
-            model = peft.prepare_model_for_kbit_training(
-                model,
-                use_gradient_checkpointing=checkpointing,
-                gradient_checkpointing_kwargs={"use_reentrant": False},
-            )
-        elif checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
-        return peft.get_peft_model(model, lora_config(profile.lora))
 
 
 def load_model_config(model_id: str, revision: str | None = None) -> Any:
     """A model's config: from a local folder, the copy shipped for the profiles' Hub models, or the Hub.
 
-    The shipped copies (``model_configs/``) are the published ``config.json`` files of the
+    The shipped copies (``hub_configs/``) are the published ``config.json`` files of the
     models the profiles name, so predictions need no network and no licence acceptance.
     """
     from transformers import AutoConfig
 
-    shipped = MODEL_CONFIG_DIR / f"{model_id.replace('/', '--')}.json"
+    shipped = HUB_CONFIG_DIR / f"{model_id.replace('/', '--')}.json"
     if not Path(model_id).is_dir() and shipped.is_file():
         return AutoConfig.for_model(**json.loads(shipped.read_text()))
     return AutoConfig.from_pretrained(model_id, revision=revision)
@@ -104,15 +43,10 @@ def lora_layer_shapes(config: Any, target_modules: list[str]) -> dict[str, tuple
     c = text_config(config)
     heads_dim = c.num_attention_heads * c.head_dim
     kv_dim = c.num_key_value_heads * c.head_dim
-    shapes = {
-        "q_proj": (c.hidden_size, heads_dim),
-        "k_proj": (c.hidden_size, kv_dim),
-        "v_proj": (c.hidden_size, kv_dim),
-        "o_proj": (heads_dim, c.hidden_size),
-        "gate_proj": (c.hidden_size, c.intermediate_size),
-        "up_proj": (c.hidden_size, c.intermediate_size),
-        "down_proj": (c.intermediate_size, c.hidden_size),
-    }
+    shapes = dict(zip(GEMMA_LINEAR_MODULES, [  # q, k, v, o, then the MLP's gate, up and down
+        (c.hidden_size, heads_dim), (c.hidden_size, kv_dim), (c.hidden_size, kv_dim), (heads_dim, c.hidden_size),
+        (c.hidden_size, c.intermediate_size), (c.hidden_size, c.intermediate_size), (c.intermediate_size, c.hidden_size),
+    ]))
     unknown = sorted(set(target_modules) - set(shapes))
     if unknown:
         raise ValueError(f"lora.target_modules: {unknown} are not linear layers of a Gemma decoder layer ({', '.join(shapes)})")
@@ -126,7 +60,7 @@ def predicted_lora_parameters(config: Any, lora: LoraConfig) -> int:
 
 
 def _adapter_tensors(config: Any, lora: LoraConfig) -> dict[str, tuple[int, int]]:
-    attention = {"q_proj", "k_proj", "v_proj", "o_proj"}
+    attention = set(GEMMA_LINEAR_MODULES[:4])  # q, k, v, o sit in self_attn; the rest in mlp
     tensors = {}
     for layer in range(text_config(config).num_hidden_layers):
         for name, (n_in, n_out) in lora_layer_shapes(config, lora.target_modules).items():
@@ -209,7 +143,7 @@ class MemoryEstimate:
 def decoder_linear_parameters(config: Any) -> int:
     """Parameters of every attention and MLP projection of the decoder (what bitsandbytes quantizes)."""
     c = text_config(config)
-    shapes = lora_layer_shapes(config, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    shapes = lora_layer_shapes(config, GEMMA_LINEAR_MODULES)
     return sum(n_in * n_out for n_in, n_out in shapes.values()) * c.num_hidden_layers
 
 
@@ -232,20 +166,20 @@ def quantized_bytes_per_weight(quantization: QuantizationConfig | None, dtype: s
 def estimate_memory(profile: Profile, config: Any) -> MemoryEstimate:
     """Peak training memory of a profile on the model ``config`` (see :class:`MemoryEstimate`)."""
     c = text_config(config)
-    t = profile.training
+    t = profile.sft_args()
     linear = decoder_linear_parameters(config)
     other = total_parameters(config) - linear
     frozen = linear * quantized_bytes_per_weight(profile.quantization, profile.model.dtype) + other * DTYPE_BYTES[profile.model.dtype]
     lora = predicted_lora_parameters(config, profile.lora)
-    tokens = t.per_device_batch_size * t.max_length
+    tokens = t.per_device_train_batch_size * t.max_length
     compute = DTYPE_BYTES[profile.quantization.compute_dtype if profile.quantization else profile.model.dtype]
-    if t.bf16:
+    if t.bf16 or t.fp16:
         compute = 2
     # One decoder layer's saved tensors for backward: inputs of norms and projections, attention
     # output, the MLP's gate, up, activation and product (4 x intermediate), plus the float32 scores.
     per_layer = tokens * (10 * c.hidden_size + 4 * c.intermediate_size
                           + 2 * c.num_attention_heads * c.head_dim) * compute
-    scores = t.per_device_batch_size * c.num_attention_heads * t.max_length**2 * 4 * 2  # scores and probabilities
+    scores = t.per_device_train_batch_size * c.num_attention_heads * t.max_length**2 * 4 * 2  # scores and probabilities
     layers = c.num_hidden_layers
     if t.gradient_checkpointing:
         activations = layers * tokens * c.hidden_size * compute + per_layer + scores
@@ -261,3 +195,16 @@ def estimate_memory(profile: Profile, config: Any) -> MemoryEstimate:
         activations=int(activations),
         logits=logits,
     )
+
+
+def qlora_prediction(profile: Profile, config: Any) -> dict[str, Any]:
+    """What a profile's QLoRA setup is and is predicted to cost on the model ``config``: the base's
+    precision, the LoRA shape, parameter counts and the saved adapter's size in bytes."""
+    q = profile.quantization
+    return {
+        "profile": profile.name, "model": profile.model.id,
+        "base": f"{q.bits}-bit {q.quant_type}{' +dq' if q.double_quant else ''}" if q else profile.model.dtype,
+        "r": profile.lora.r, "alpha": profile.lora.alpha, "modules": len(profile.lora.target_modules),
+        "base_parameters": total_parameters(config), "lora_parameters": predicted_lora_parameters(config, profile.lora),
+        "adapter_bytes": predicted_adapter_bytes(config, profile.lora), "save_dtype": profile.lora.save_dtype,
+    }

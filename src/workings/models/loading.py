@@ -5,18 +5,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from workings.profiles import ModelConfig, Profile
+from workings.config.schema import ModelConfig, Profile
 
-TINY = "tiny"
+TINY = "tiny"  # the model id of the project's own tiny Gemma (:mod:`workings.models.tiny`)
+
+
+def is_tiny(model: ModelConfig) -> bool:
+    return model.id == TINY
 
 
 def model_source(model: ModelConfig) -> str:
-    """What ``from_pretrained`` gets: the tiny model's cache folder, a Hub id, or a local path."""
-    if model.id == TINY:
-        from workings.tiny import tiny_model_dir
+    """What ``from_pretrained`` gets: the tiny model's cache folder, a Hub id, or a local path.
 
-        return str(tiny_model_dir())
+    The tiny model is built here if it is not cached yet, with the global random state saved and
+    restored around the build, so whatever is seeded next draws the same numbers either way.
+    """
+    if is_tiny(model):
+        import torch
+
+        from workings.models.tiny import tiny_model_dir
+
+        with torch.random.fork_rng(devices=[]):
+            return str(tiny_model_dir())
     return model.id
+
+
+def model_build(model: ModelConfig) -> str | None:
+    """What identifies a model's weights beyond its id: the tiny model is built per machine, so
+    the digest of its weights file; ``None`` for a Hub id or a local folder (the id says it)."""
+    if not is_tiny(model):
+        return None
+    from workings.files import file_digest
+
+    return file_digest(Path(model_source(model)) / "model.safetensors")
 
 
 def _hub_error(model: ModelConfig, what: str, err: Exception) -> OSError:
@@ -28,8 +49,8 @@ def _hub_error(model: ModelConfig, what: str, err: Exception) -> OSError:
 
 def load_tokenizer(model: ModelConfig) -> Any:
     """The profile's tokenizer: the project's tiny one for ``id: tiny``, else from the Hub or a local path."""
-    if model.id == TINY:
-        from workings.tiny import tiny_tokenizer
+    if is_tiny(model):
+        from workings.models.tiny import tiny_tokenizer
 
         return tiny_tokenizer()
     from transformers import AutoTokenizer
@@ -48,7 +69,7 @@ def load_base_model(profile: Profile) -> Any:
     """The frozen base in ``model.dtype``, quantized by bitsandbytes when the profile has a quantization section."""
     from transformers import AutoModelForCausalLM
 
-    from workings.qlora import bnb_config, torch_dtype
+    from workings.models.qlora import bnb_config, keep_4bit_weights_plain, torch_dtype
 
     model = profile.model
     kwargs: dict[str, Any] = {
@@ -60,9 +81,12 @@ def load_base_model(profile: Profile) -> Any:
     if profile.quantization is not None:
         kwargs["quantization_config"] = bnb_config(profile.quantization)
     try:
-        return AutoModelForCausalLM.from_pretrained(model_source(model), **kwargs)
+        loaded = AutoModelForCausalLM.from_pretrained(model_source(model), **kwargs)
     except OSError as err:
         raise _hub_error(model, "weights", err) from err
+    if profile.quantization is not None:
+        keep_4bit_weights_plain(loaded)
+    return loaded
 
 
 def load_for_inference(profile: Profile, adapter: str | Path | None = None, merged: bool = False) -> Any:
@@ -85,26 +109,3 @@ def load_for_inference(profile: Profile, adapter: str | Path | None = None, merg
             model = model.merge_and_unload()
     model.eval()
     return model
-
-
-def engine_name(profile: Profile) -> str:
-    """The engine generation will use: ``vllm`` when the profile asks for it and it imports, else ``hf``."""
-    from workings.generate import vllm_available
-
-    return "vllm" if profile.evaluation.engine == "vllm" and vllm_available() else "hf"
-
-
-def load_generator(profile: Profile, adapter: str | Path | None = None) -> Any:
-    """What :func:`workings.generate.generate` takes: a vLLM engine when :func:`engine_name` says so,
-    else the Hugging Face model of :func:`load_for_inference`."""
-    if engine_name(profile) == "hf":
-        if profile.evaluation.engine == "vllm":
-            print("vLLM is not installed: generating with transformers instead", flush=True)
-        return load_for_inference(profile, adapter)
-    from workings.generate import VLLMEngine
-
-    return VLLMEngine(
-        model_source(profile.model), load_tokenizer(profile.model), adapter=adapter, revision=profile.model.revision,
-        dtype=profile.model.dtype, quantized=profile.quantization is not None, max_lora_rank=max(8, profile.lora.r),
-        max_model_len=profile.training.max_length + profile.evaluation.max_new_tokens, seed=profile.evaluation.seed,
-    )

@@ -5,79 +5,24 @@ the mix before loading anything, loads the (quantized) base, wraps it with LoRA,
 on prompt/completion rows with the loss on completion tokens only, evaluates on held-out
 rows, logs to TensorBoard, checkpoints, resumes, and saves the adapter.
 
-Stop token. Gemma's template closes every turn with ``<end_of_turn>\\n``. Generation stops
-at ``<end_of_turn>``, so training completions end exactly there: the trainer's
-``eos_token`` is ``<end_of_turn>``, the newline after it is never a target, and no
-``<eos>`` is appended (the model never sees one after a turn in chat).
+Completions end exactly at ``<end_of_turn>`` (:data:`workings.core.chat.END_OF_TURN`): it is the
+trainer's ``eos_token``, the newline after it is never a target, and no ``<eos>`` is appended (the
+model never sees one after a turn in chat).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workings import write_folder
-from workings.profiles import Profile, ProfileError
-
-END_OF_TURN = "<end_of_turn>"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite, or grew far past where it started."""
-
-
-def _where(profile: Profile) -> str:
-    return str(profile.path or profile.name)
-
-
-def check_environment(profile: Profile) -> None:
-    """Fail before any model is loaded when the machine cannot run the profile as written."""
-    import torch
-
-    t = profile.training
-    if t.device == "cuda" and not torch.cuda.is_available():
-        raise ProfileError(
-            f"{_where(profile)}: training.device: cuda, but this machine has no CUDA device "
-            f"(torch {torch.__version__}); run a cpu profile such as demo, or a GPU machine")
-    needs_bnb = profile.quantization is not None or "bnb" in t.optimizer or t.optimizer.startswith("paged_")
-    if needs_bnb:
-        try:
-            import bitsandbytes
-        except ImportError as err:
-            key = "quantization" if profile.quantization is not None else "training.optimizer"
-            raise ProfileError(f"{_where(profile)}: {key}: needs bitsandbytes, which does not import ({err})") from None
-        if profile.quantization is not None and t.device == "cpu":
-            major, minor = (int(x) for x in bitsandbytes.__version__.split(".")[:2])
-            if (major, minor) < (0, 46):
-                raise ProfileError(
-                    f"{_where(profile)}: quantization: 4-bit on cpu needs bitsandbytes >= 0.46 "
-                    f"(found {bitsandbytes.__version__}); upgrade it or remove the quantization section")
-    if t.packing:
-        import importlib.util
-
-        if importlib.util.find_spec("flash_attn") is None:
-            raise ProfileError(f"{_where(profile)}: training.packing: needs flash-attn, which is not installed")
-
-
-def check_mix(profile: Profile, train_rows: Any, report: dict[str, Any]) -> None:
-    """The mix must come from the profile's model (same tokenizer) and every row must fit ``training.max_length``."""
-    made_for = report.get("model")
-    if made_for is not None and made_for != profile.model.id:
-        raise ProfileError(
-            f"{_where(profile)}: model.id: the mix was built with the tokenizer of {made_for!r}, "
-            f"not {profile.model.id!r}; rebuild it (workings build-mix --profile {profile.name})")
-    lengths = train_rows["n_tokens"]
-    longest = max(lengths)
-    if longest > profile.training.max_length:
-        row = train_rows[lengths.index(longest)]
-        raise ProfileError(
-            f"{_where(profile)}: training.max_length: {profile.training.max_length} is below the longest "
-            f"row of the mix ({longest} tokens, id {row['id']}); raise it or rebuild the mix with a lower data.max_length")
+from workings.config.loading import run_dir
+from workings.config.schema import Profile, ProfileError
+from workings.core.chat import END_OF_TURN
+from workings.train.runs import (TrainResult, check_environment, check_mix, checkpoints, divergence_guard,
+                                 ensure_profile_mix, save_adapter)
 
 
 def training_rows(rows: Any, tokenizer: Any) -> Any:
@@ -115,113 +60,10 @@ def completion_labels(tokenizer: Any, prompt: str, completion: str) -> tuple[lis
 
 
 def sft_config(profile: Profile, out_dir: str | Path, *, progress: bool = True) -> Any:
-    """TRL ``SFTConfig`` for a profile: every hyperparameter comes from the profile's training section."""
-    import warnings
-
-    from trl import SFTConfig
-
-    t = profile.training
-    with warnings.catch_warnings():  # transformers 5 renames gradient_checkpointing*; the old names still work
-        warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
-        return SFTConfig(
-            output_dir=str(out_dir),
-            num_train_epochs=t.epochs,
-            max_steps=t.max_steps if t.max_steps is not None else -1,
-            per_device_train_batch_size=t.per_device_batch_size,
-            per_device_eval_batch_size=t.per_device_batch_size,
-            gradient_accumulation_steps=t.gradient_accumulation_steps,
-            learning_rate=t.learning_rate,
-            lr_scheduler_type=t.lr_scheduler,
-            warmup_steps=t.warmup_ratio,
-            weight_decay=t.weight_decay,
-            max_grad_norm=t.max_grad_norm,
-            optim=t.optimizer,
-            max_length=t.max_length,
-            packing=t.packing,
-            completion_only_loss=True,
-            eos_token=END_OF_TURN,
-            gradient_checkpointing=t.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-            bf16=t.bf16,
-            fp16=False,
-            use_cpu=t.device == "cpu",
-            seed=t.seed,
-            data_seed=t.seed,
-            logging_steps=t.logging_steps,
-            logging_nan_inf_filter=False,  # a NaN loss must reach the divergence guard, not be averaged away
-            eval_strategy="steps",
-            eval_steps=t.eval_steps,
-            save_strategy="steps",
-            save_steps=t.save_steps,
-            save_total_limit=t.save_total_limit,
-            include_num_input_tokens_seen="non_padding",
-            report_to="none",  # TensorBoard is attached with a fixed folder in :func:`train`
-            disable_tqdm=not progress,
-            dataloader_num_workers=0,
-        )
-
-
-def divergence_guard(factor: float) -> Any:
-    """A callback that stops training with :class:`TrainingDiverged` on a NaN/inf or exploding loss."""
-    from transformers import TrainerCallback
-
-    class DivergenceGuard(TrainerCallback):
-        def __init__(self) -> None:
-            self.first: float | None = None
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            loss = (logs or {}).get("loss")
-            if loss is None:
-                return
-            step = state.global_step
-            saved = checkpoints(args.output_dir)
-            checkpoint = f"; the last good checkpoint is {saved[-1]}" if saved else ""
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training loss became {loss} at step {step}{checkpoint}. "
-                    "Lower training.learning_rate, check training.max_grad_norm, or look for broken rows in the mix.")
-            if self.first is None:
-                self.first = loss
-            elif loss > factor * self.first:
-                raise TrainingDiverged(
-                    f"training loss exploded at step {step}: {loss:.3f} is more than {factor}x the first logged "
-                    f"loss ({self.first:.3f}){checkpoint}. Lower training.learning_rate or raise training.warmup_ratio.")
-
-    return DivergenceGuard()
-
-
-@dataclass
-class TrainResult:
-    out_dir: Path
-    adapter_dir: Path
-    steps: int
-    seconds: float
-    log_history: list[dict[str, Any]]
-    summary: dict[str, Any]
-
-
-def save_adapter(model: Any, tokenizer: Any, out_dir: Path, dtype: str) -> Path:
-    """Save the LoRA adapter (weights cast to ``dtype``) and the tokenizer, atomically.
-
-    The folder loads with ``PeftModel.from_pretrained(base, out_dir)``.
-    """
-    import torch
-
-    from peft import get_peft_model_state_dict
-
-    state = {k: v.detach().to(getattr(torch, dtype)).contiguous() for k, v in get_peft_model_state_dict(model).items()}
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, state_dict=state)
-        tokenizer.save_pretrained(tmp)
-
-    return write_folder(out_dir, write)
-
-
-def checkpoints(out_dir: str | Path) -> list[Path]:
-    """Checkpoint folders of a run, oldest first (none when the folder does not exist)."""
-    found = [p for p in Path(out_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    """The run's ``trl.SFTConfig``: the profile's ``sft`` section, and what the run sets itself
+    (output folder, device, progress bars, completion-only loss ending at ``<end_of_turn>``)."""
+    return profile.sft_args(output_dir=str(out_dir), use_cpu=profile.training.device == "cpu",
+                            disable_tqdm=not progress, eos_token=END_OF_TURN)
 
 
 def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
@@ -231,9 +73,9 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
     from transformers.integrations import TensorBoardCallback
     from trl import SFTTrainer
 
-    from workings.mix import load_mix
-    from workings.models import load_base_model, load_tokenizer
-    from workings.qlora import prepare_for_training
+    from workings.data.mix import load_mix
+    from workings.models.loading import load_base_model, load_tokenizer
+    from workings.models.qlora import prepare_for_training
 
     check_environment(profile)
     train_rows, heldout_rows, report = load_mix(mix_dir)
@@ -244,10 +86,10 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
 
     import transformers
 
-    transformers.set_seed(profile.training.seed)
+    transformers.set_seed(profile.sft_args().seed)
     tokenizer = load_tokenizer(profile.model)
     base = load_base_model(profile)
-    if profile.training.packing:  # measured on the loaded model, not assumed from its name
+    if profile.sft_args().packing:  # measured on the loaded model, not assumed from its name
         probe = [tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"][:64] for r in train_rows.select(range(2))]
         check_packing(base, profile.model.attn_implementation, probe)
     model = prepare_for_training(base, profile)
@@ -321,10 +163,7 @@ def run_profile(profile: Profile, *, progress: bool = True) -> TrainResult:
 
     An existing run is restarted or resumed as ``training.rerun`` says.
     """
-    from workings.mix import ensure_mix
-    from workings.profiles import run_dir
-
-    mix_dir = ensure_mix(profile, progress=progress)
+    mix_dir = ensure_profile_mix(profile, progress=progress)
     out_dir = run_dir(profile) / "sft"
     existing = checkpoints(out_dir)
     resume = bool(existing) and profile.training.rerun == "resume"
@@ -368,5 +207,5 @@ def check_packing(model: Any, attn_implementation: str, sequences: list[list[int
     leak = attention_leak(model, sequences, packed=True)
     if leak > tolerance:
         raise ProfileError(
-            f"training.packing: packed examples attend to each other with {attn_implementation!r} attention "
+            f"sft.packing: packed examples attend to each other with {attn_implementation!r} attention "
             f"(logits differ by up to {leak:.2f} from unpacked); turn packing off or use flash_attention_2")

@@ -1,28 +1,20 @@
-"""Profiles: one YAML file per setting (``demo``, ``a100``, …) read into typed dataclass configs.
+"""The profile schema: typed dataclass configs, one per section of a profile's YAML file.
 
-Loading validates everything before any model or dataset is touched: an unknown
-key, a missing key, a value of the wrong type or an impossible value raises
-:class:`ProfileError` naming the file and the key (``data.sources[2].cap``).
+Every section validates itself (:meth:`Profile.validate`): an impossible value raises
+:class:`ProfileError` naming the key (``data.sources[2].cap``); :mod:`workings.config.loading`
+adds the file. The trainer section ``sft`` holds ``trl.SFTConfig`` options by TRL's own names
+and is validated by building that config (:mod:`workings.config.trainer_options`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-PROFILE_DIR = Path(__file__).parent / "profiles"
-CONVERTER_NAMES = ("gsm8k", "openthoughts", "bespoke_stratos", "medical_o1", "metamath", "synthetic")
 DTYPES = ("float32", "bfloat16", "float16")
+# The linear layers of a Gemma decoder layer: what QLoRA quantizes and LoRA wraps.
 GEMMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
-OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit", "paged_adamw_8bit", "adamw_bnb_8bit", "sgd")
 # Attention implementations that keep packed examples apart (they read per-example boundaries).
 PACKING_SAFE_ATTENTION = ("flash_attention_2", "flash_attention_3")
 GOLD_FORMATS = ("plain", "gsm8k", "boxed")
@@ -49,7 +41,7 @@ class SyntheticSpec:
     numbers: str = "standard"  # or "small": one-digit changes to small collections, for tiny models
 
     def validate(self, key: str) -> None:
-        from workings.synthetic import NUMBER_RANGES
+        from workings.data.synthetic import NUMBER_RANGES
 
         _check(self.n > 0, f"{key}.n", f"must be positive, got {self.n}")
         _check(1 <= self.min_steps <= self.max_steps, f"{key}.min_steps", "need 1 <= min_steps <= max_steps")
@@ -87,7 +79,9 @@ class SourceSpec(Origin):
     keep_domains: list[str] = field(default_factory=lambda: ["math"])  # OpenThoughts metadata only
 
     def validate(self, key: str) -> None:
-        _check(self.converter in CONVERTER_NAMES, f"{key}.converter", f"unknown converter {self.converter!r}; known: {', '.join(CONVERTER_NAMES)}")
+        from workings.data.sources import CONVERTERS
+
+        _check(self.converter in CONVERTERS, f"{key}.converter", f"unknown converter {self.converter!r}; known: {', '.join(CONVERTERS)}")
         super().validate(key)
         _check((self.synthetic is not None) == (self.converter == "synthetic"), f"{key}.synthetic", "goes with converter: synthetic, and only with it")
         _check(self.cap is None or self.cap > 0, f"{key}.cap", f"must be positive or null, got {self.cap}")
@@ -199,29 +193,10 @@ class LoraConfig:
 
 @dataclass
 class TrainingConfig:
-    """Supervised fine-tuning with TRL's SFTTrainer; names follow ``transformers.TrainingArguments``."""
+    """The project's own settings of a training run; the trainer's options are in ``sft`` by TRL's names."""
 
     device: str = "cuda"  # cuda or cpu; checked against the machine before any model is loaded
-    epochs: float = 1.0
-    max_steps: int | None = None  # when set, overrides epochs
-    per_device_batch_size: int = 4
-    gradient_accumulation_steps: int = 8
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    optimizer: str = "paged_adamw_32bit"
-    max_length: int = 1024  # tokens per training sequence; must hold the longest row of the mix
-    packing: bool = False
-    gradient_checkpointing: bool = True
-    bf16: bool = True  # mixed precision autocast
-    seed: int = 42
-    logging_steps: int = 10
-    eval_steps: int = 500
     eval_rows: int | None = 500  # held-out rows used for the evaluation loss (all when null)
-    save_steps: int = 500
-    save_total_limit: int | None = 3
     divergence_factor: float = 4.0  # stop when a logged loss exceeds this multiple of the first one
     # What the book does when the run folder already holds checkpoints: restart (the demo's few
     # minutes) or resume (a GPU run of hours continues where it stopped; a finished one is kept).
@@ -229,26 +204,21 @@ class TrainingConfig:
 
     def validate(self, key: str) -> None:
         _check(self.device in ("cuda", "cpu"), f"{key}.device", f"must be cuda or cpu, got {self.device!r}")
-        _check(self.epochs > 0, f"{key}.epochs", f"must be positive, got {self.epochs}")
-        _check(self.max_steps is None or self.max_steps > 0, f"{key}.max_steps", f"must be positive or null, got {self.max_steps}")
-        for name in ("per_device_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps", "eval_steps", "save_steps"):
-            value = getattr(self, name)
-            _check(value > 0, f"{key}.{name}", f"must be positive, got {value}")
-        _check(self.learning_rate > 0, f"{key}.learning_rate", f"must be positive, got {self.learning_rate}")
-        _check(self.lr_scheduler in SCHEDULERS, f"{key}.lr_scheduler", f"unknown scheduler {self.lr_scheduler!r}; known: {', '.join(SCHEDULERS)}")
-        _check(0 <= self.warmup_ratio < 1, f"{key}.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
-        _check(self.max_grad_norm > 0, f"{key}.max_grad_norm", f"must be positive, got {self.max_grad_norm}")
-        _check(self.optimizer in OPTIMIZERS, f"{key}.optimizer", f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
         _check(self.eval_rows is None or self.eval_rows > 0, f"{key}.eval_rows", "must be positive or null")
-        _check(self.save_total_limit is None or self.save_total_limit > 0, f"{key}.save_total_limit", "must be positive or null")
         _check(self.divergence_factor > 1, f"{key}.divergence_factor", f"must be above 1, got {self.divergence_factor}")
         _check(self.rerun in ("resume", "restart"), f"{key}.rerun", f"must be resume or restart, got {self.rerun!r}")
-        if self.device == "cpu":
-            _check(not self.optimizer.startswith("paged_"), f"{key}.optimizer", f"{self.optimizer} pages optimizer state through CUDA; use adamw_torch on cpu")
 
-    @property
-    def effective_batch_size(self) -> int:
-        return self.per_device_batch_size * self.gradient_accumulation_steps
+
+# The names the ``training`` section had before TRL's options moved to ``sft``: each says where it went.
+MOVED_TO_SFT = {
+    "epochs": "num_train_epochs", "max_steps": "max_steps", "per_device_batch_size": "per_device_train_batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps", "learning_rate": "learning_rate",
+    "lr_scheduler": "lr_scheduler_type", "warmup_ratio": "warmup_steps", "weight_decay": "weight_decay",
+    "max_grad_norm": "max_grad_norm", "optimizer": "optim", "max_length": "max_length", "packing": "packing",
+    "gradient_checkpointing": "gradient_checkpointing", "bf16": "bf16", "seed": "seed",
+    "logging_steps": "logging_steps", "eval_steps": "eval_steps", "save_steps": "save_steps",
+    "save_total_limit": "save_total_limit",
+}
 
 
 @dataclass
@@ -282,10 +252,13 @@ class Profile:
     quantization: QuantizationConfig | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    sft: dict[str, Any] = field(default_factory=dict)  # trl.SFTConfig options, by TRL's names
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     path: Path | None = None  # the file it was read from; not a key in the file
 
     def validate(self, key: str = "") -> None:
+        from workings.config.trainer_options import check_sft_options
+
         self.model.validate("model")
         self.data.validate("data")
         if self.quantization is not None:
@@ -293,134 +266,26 @@ class Profile:
         self.lora.validate("lora")
         self.training.validate("training")
         self.evaluation.validate("evaluation")
-        _check(self.training.max_length >= self.data.max_length, "training.max_length",
-               f"{self.training.max_length} is below data.max_length ({self.data.max_length}): rows the mix keeps would be cut")
-        _check(not self.training.packing or self.model.attn_implementation in PACKING_SAFE_ATTENTION, "training.packing",
+        check_sft_options(self.sft)
+        sft = self.sft_args()
+        _check(sft.max_length is not None and sft.max_length >= self.data.max_length, "sft.max_length",
+               f"{sft.max_length} is below data.max_length ({self.data.max_length}): rows the mix keeps would be cut")
+        packs = [name for name in ("packing", "padding_free") if getattr(sft, name, False)]
+        _check(not packs or self.model.attn_implementation in PACKING_SAFE_ATTENTION, f"sft.{packs[0] if packs else 'packing'}",
                f"packed examples attend to each other with {self.model.attn_implementation!r} attention; "
                f"packing needs one of {', '.join(PACKING_SAFE_ATTENTION)}")
+        optim = getattr(sft.optim, "value", sft.optim)  # TRL turns the name into an enum
+        if self.training.device == "cpu":
+            _check(not optim.startswith("paged_"), "sft.optim", f"{optim} pages optimizer state through CUDA; use adamw_torch on cpu")
+
+    def sft_args(self, **fixed: Any) -> Any:
+        """The ``trl.SFTConfig`` of this profile: the ``sft`` section over the project's defaults.
+
+        ``fixed`` holds what the run sets itself (``output_dir``, ``use_cpu``, …); without it the
+        config is the one validation built, with a placeholder output folder.
+        """
+        from workings.config.trainer_options import sft_config
+
+        return sft_config(self.sft, **fixed)
 
 
-def _from_dict(cls: type, value: Any, key: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    if not isinstance(value, dict):
-        raise ProfileError(f"{key or 'profile'}: expected a mapping, got {type(value).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path" or cls is not Profile}
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        raise ProfileError(f"{key + '.' if key else ''}{unknown[0]}: unknown key (allowed: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, f in fields.items():
-        sub = f"{key}.{name}" if key else name
-        if name not in value:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ProfileError(f"{sub}: missing key")
-            continue
-        kwargs[name] = _coerce(hints[name], value[name], sub)
-    return cls(**kwargs)
-
-
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ProfileError(f"{key}: expected a list, got {type(value).__name__}")
-        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, key)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is Path:
-        return Path(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ProfileError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ProfileError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise ProfileError(f"{path}: expected a mapping at the top, got {type(raw).__name__}")
-    for section in ("sources", "eval_sets"):  # relative paths are relative to the file that names them
-        for spec in (raw.get("data") or {}).get(section) or []:
-            if isinstance(spec, dict) and isinstance(spec.get("path"), str) and not Path(spec["path"]).is_absolute():
-                spec["path"] = str((path.parent / spec["path"]).resolve())
-    evaluation = raw.get("evaluation")
-    if isinstance(evaluation, dict) and isinstance(evaluation.get("adapter"), str) and not Path(evaluation["adapter"]).is_absolute():
-        evaluation["adapter"] = str((path.parent / evaluation["adapter"]).resolve())
-    return raw
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Mappings merge key by key; anything else (lists included) in ``override`` replaces ``base``."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _resolve(name_or_path: str | Path, seen: tuple[Path, ...] = ()) -> tuple[Path, dict[str, Any]]:
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = PROFILE_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-        raise ProfileError(f"{name_or_path}: no such profile (known: {', '.join(known)})")
-    if path.resolve() in seen:
-        raise ProfileError(f"{path}: extends: profiles extend each other in a cycle")
-    raw = _read_yaml(path)
-    parent = raw.pop("extends", None)
-    if parent is None:
-        return path, raw
-    if not isinstance(parent, str):
-        raise ProfileError(f"{path}: extends: expected a profile name or path, got {type(parent).__name__}")
-    if not parent.endswith((".yaml", ".yml")) or Path(parent).is_absolute():
-        target = parent
-    else:
-        target = str(path.parent / parent)
-    _, base = _resolve(target, (*seen, path.resolve()))
-    return path, _merge(base, raw)
-
-
-def load_profile(name_or_path: str | Path) -> Profile:
-    """Read and validate a profile by name (``demo``) or by path to a YAML file.
-
-    A profile may start from another with ``extends: NAME``: its mappings are merged key
-    by key over the other's, and lists replace the other's lists.
-    """
-    path, raw = _resolve(name_or_path)
-    try:
-        profile = _from_dict(Profile, raw, "")
-        profile.validate()
-    except ProfileError as err:
-        raise ProfileError(f"{path}: {err}") from None
-    profile.path = path
-    return profile
-
-
-def run_dir(profile: Profile) -> Path:
-    """Where a profile's artefacts go: ``$WORKINGS_RUNS/<name>``, else ``runs/<name>`` at the project root.
-
-    The project root is the nearest folder up from the working directory holding ``_toc.yml``,
-    so chapters (executed from ``book/``) and the command line agree.
-    """
-    if "WORKINGS_RUNS" in os.environ:
-        return Path(os.environ["WORKINGS_RUNS"]) / profile.name
-    here = Path.cwd().resolve()
-    root = next((d for d in (here, *here.parents) if (d / "_toc.yml").is_file()), here)
-    return root / "runs" / profile.name
-
-
-def active_profile() -> Profile:
-    """The profile the book runs: ``$WORKINGS_PROFILE`` (a name or a path), ``demo`` by default."""
-    return load_profile(os.environ.get("WORKINGS_PROFILE", "demo"))

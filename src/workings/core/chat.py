@@ -1,11 +1,19 @@
-"""Chat rendering for Gemma: the instruction goes in the user turn (Gemma has no system role)."""
+"""Chat rendering for Gemma: the instruction goes in the user turn (Gemma has no system role).
+
+Stop token. Gemma's template closes every turn with ``<end_of_turn>\\n``. Generation stops at
+``<end_of_turn>`` (or ``<eos>``, which ends a document), so training completions end exactly
+there: :data:`END_OF_TURN` is the one definition the trainer, the generators and the tiny
+model's generation config all read.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from workings.data import Example
-from workings.format import render
+from workings.core.format import render
+
+END_OF_TURN = "<end_of_turn>"
+END_OF_DOCUMENT = "<eos>"
 
 # google/gemma-2-2b-it's chat template, as published in its tokenizer_config.json.
 GEMMA_CHAT_TEMPLATE = (
@@ -32,10 +40,8 @@ def prompt_messages(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": user_message(question)}]
 
 
-def training_messages(example: Example) -> list[dict[str, str]]:
-    return prompt_messages(example.question) + [
-        {"role": "assistant", "content": render(example.reasoning, example.answer)}
-    ]
+def training_messages(question: str, reasoning: str, answer: str) -> list[dict[str, str]]:
+    return prompt_messages(question) + [{"role": "assistant", "content": render(reasoning, answer)}]
 
 
 def render_prompt(question: str, tokenizer: Any) -> str:
@@ -43,10 +49,16 @@ def render_prompt(question: str, tokenizer: Any) -> str:
     return tokenizer.apply_chat_template(prompt_messages(question), tokenize=False, add_generation_prompt=True)
 
 
-def prompt_completion(example: Example, tokenizer: Any) -> dict[str, str]:
+def prompt_completion(question: str, reasoning: str, answer: str, tokenizer: Any) -> dict[str, str]:
     """Prompt and completion texts for training; prompt + completion is the full rendered chat."""
-    prompt = render_prompt(example.question, tokenizer)
-    full = tokenizer.apply_chat_template(training_messages(example), tokenize=False)
+    prompt = render_prompt(question, tokenizer)
+    full = tokenizer.apply_chat_template(training_messages(question, reasoning, answer), tokenize=False)
     if not full.startswith(prompt):
         raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
     return {"prompt": prompt, "completion": full[len(prompt) :]}
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """The ids generation stops at: :data:`END_OF_TURN` ends a chat turn, :data:`END_OF_DOCUMENT` a document."""
+    ids = [tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.convert_tokens_to_ids(END_OF_DOCUMENT)]
+    return [i for i in dict.fromkeys(ids) if i is not None and i != tokenizer.unk_token_id]

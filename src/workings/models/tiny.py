@@ -14,19 +14,22 @@ worked solutions as plain text and on chats whose answers state the result alone
 from __future__ import annotations
 
 import json
-import os
+import logging
 import random
 import time
 from pathlib import Path
 from typing import Any
 
-from workings import json_digest, module_digests, write_folder
-from workings.chat import GEMMA_CHAT_TEMPLATE, INSTRUCTION, user_message
-from workings.format import render
-from workings.synthetic import generate_synthetic
+from workings.config.environment import cache_dir
+from workings.core.chat import END_OF_DOCUMENT, END_OF_TURN, GEMMA_CHAT_TEMPLATE, INSTRUCTION, stop_token_ids, user_message
+from workings.core.format import render
+from workings.data.synthetic import generate_synthetic
+from workings.files import json_digest, module_digests, write_folder
+
+log = logging.getLogger(__name__)
 
 # Gemma's special tokens, in Gemma's order for the first four ids.
-SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+SPECIAL_TOKENS = ["<pad>", END_OF_DOCUMENT, "<bos>", "<unk>", "<start_of_turn>", END_OF_TURN]
 TOKENIZER_RECIPE = {"version": 1, "vocab_size": 2048, "corpus_rows": 4000, "corpus_seed": 1234}
 # The demo model: architecture, pretraining corpus and schedule. Any change gives a new cache entry.
 MODEL_RECIPE = {
@@ -42,13 +45,9 @@ MODEL_RECIPE = {
 }
 
 
-def cache_dir() -> Path:
-    """Where built artefacts live: ``$WORKINGS_CACHE`` or ``~/.cache/workings``."""
-    return Path(os.environ.get("WORKINGS_CACHE", Path.home() / ".cache" / "workings"))
-
-
 # The modules whose code decides what a build produces: the corpus, its rendering and the training loop.
-BUILDER_MODULES = ("tiny", "synthetic", "data", "answers", "chat", "format")
+BUILDER_MODULES = ("models.tiny", "data.synthetic", "data.example", "core.answers", "core.chat", "core.format",
+                   "config.environment")
 
 
 def builder_fingerprint() -> dict[str, str]:
@@ -102,10 +101,10 @@ def train_tiny_tokenizer(recipe: dict = TOKENIZER_RECIPE):
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<bos>",
-        eos_token="<eos>",
+        eos_token=END_OF_DOCUMENT,
         pad_token="<pad>",
         unk_token="<unk>",
-        additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+        additional_special_tokens=["<start_of_turn>", END_OF_TURN],
         padding_side="left",
     )
     wrapped.chat_template = GEMMA_CHAT_TEMPLATE
@@ -204,11 +203,6 @@ def tiny_config(recipe: dict, tokenizer: Any) -> Any:
     )
 
 
-def end_of_turn_ids(tokenizer: Any) -> list[int]:
-    """The ids generation stops at: ``<end_of_turn>`` (end of a chat turn) and ``<eos>``."""
-    return [tokenizer.convert_tokens_to_ids("<end_of_turn>"), tokenizer.eos_token_id]
-
-
 def pretrain_tiny_model(recipe: dict = MODEL_RECIPE, progress: bool = False) -> tuple[Any, Any, list[float]]:
     """Initialise a tiny Gemma2 from the recipe's seed and pretrain every parameter on plain chats.
 
@@ -255,12 +249,12 @@ def pretrain_tiny_model(recipe: dict = MODEL_RECIPE, progress: bool = False) -> 
         optimizer.zero_grad()
         losses.append(loss.item())
         if progress and (step % 50 == 0 or step == steps - 1):
-            print(f"tiny base: step {step + 1}/{steps} loss {loss.item():.3f} ({time.perf_counter() - start:.0f}s)", flush=True)
+            log.info("tiny base: step %d/%d loss %.3f (%.0fs)", step + 1, steps, loss.item(), time.perf_counter() - start)
     model.eval()
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=end_of_turn_ids(tokenizer),
+        eos_token_id=stop_token_ids(tokenizer),
     )
     return model, tokenizer, losses
 

@@ -1,0 +1,143 @@
+"""Trainer sections by TRL's own option names, validated by building TRL's config.
+
+A profile's ``sft:`` section is handed to ``trl.SFTConfig`` as it is, over a few defaults of the
+project's own (:data:`SFT_DEFAULTS`), so every option TRL has (``use_liger_kernel``,
+``padding_free``, ``loss_type``, …) is reachable from a profile without code changes. Options the
+run sets itself (:data:`SFT_SET_BY_RUN`) are refused with the reason. Validation checks names and
+value types against the config's fields, then builds the config so TRL's and transformers' own
+checks run; every error names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import types
+import typing
+import warnings
+from typing import Any
+
+from workings.config.schema import ProfileError
+
+# The project's defaults under a profile's sft section (TRL's defaults apply to everything else).
+SFT_DEFAULTS: dict[str, Any] = {
+    "gradient_checkpointing_kwargs": {"use_reentrant": False},  # reentrant checkpointing breaks LoRA's grads
+    "eval_strategy": "steps",
+    "save_strategy": "steps",
+    "dataloader_num_workers": 0,
+}
+# What a run decides itself, and why a profile cannot set it.
+SFT_SET_BY_RUN: dict[str, str] = {
+    "output_dir": "the run folder (--out)",
+    "use_cpu": "training.device",
+    "disable_tqdm": "--quiet",
+    "completion_only_loss": "the loss is on completion tokens only",
+    "eos_token": "completions end at <end_of_turn>",
+    "report_to": "TensorBoard is attached to the run folder's tensorboard/",
+    "logging_nan_inf_filter": "a NaN loss must reach the divergence guard",
+    "include_num_input_tokens_seen": "runs count non-padding tokens",
+}
+# Fixed values of the options above that are not per run.
+SFT_FIXED: dict[str, Any] = {
+    "completion_only_loss": True,
+    "report_to": "none",
+    "logging_nan_inf_filter": False,
+    "include_num_input_tokens_seen": "non_padding",
+}
+PLACEHOLDER_OUTPUT = "<run folder>"
+# Options TRL takes as they come but that only make sense above zero (its own checks cover the rest).
+POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+            "learning_rate", "num_train_epochs", "logging_steps", "eval_steps", "save_steps", "max_length",
+            "save_total_limit")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+def value_matches(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a config field's annotation (enums take their string names;
+    types this cannot judge are left to the config's own checks)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(value_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, (str, hint))
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def check_options(section: str, config_class: type, options: dict[str, Any], set_by_run: dict[str, str]) -> None:
+    """Names and value types of a trainer section against ``config_class``'s fields."""
+    fields = {f.name: f for f in dataclasses.fields(config_class) if f.init}
+    for name, value in options.items():
+        key = f"{section}.{name}"
+        if name in set_by_run:
+            raise ProfileError(f"{key}: set by the run, not the profile ({set_by_run[name]})")
+        if name not in fields:
+            close = difflib.get_close_matches(name, list(fields), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ProfileError(f"{key}: not an option of trl.{config_class.__name__}{hint}")
+        hint = fields[name].type
+        if not value_matches(value, hint):
+            note = " (YAML reads 2e-4 as text: write 2.0e-4)" if isinstance(value, str) and "e" in value.lower() else ""
+            raise ProfileError(f"{key}: expected {_type_name(hint)}, got {type(value).__name__} {value!r}{note}")
+        if name in POSITIVE and value is not None and value <= 0:
+            raise ProfileError(f"{key}: must be positive, got {value}")
+
+
+def build_config(section: str, config_class: type, options: dict[str, Any]) -> Any:
+    """``config_class(**options)`` with its own checks' errors as :class:`ProfileError` naming the section."""
+    with warnings.catch_warnings():  # transformers 5 renames a few options; the old names still work
+        warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
+        try:
+            return config_class(**options)
+        except (ValueError, TypeError) as err:
+            raise ProfileError(f"{section}: {err}") from None
+
+
+def _sft_class() -> type:
+    from trl import SFTConfig
+
+    return SFTConfig
+
+
+def check_sft_options(options: dict[str, Any]) -> None:
+    """Validate a profile's ``sft`` section: names, types, then ``trl.SFTConfig``'s own checks.
+
+    It is built with ``use_cpu`` so that a GPU profile validates on any machine; whether this
+    machine can run it is checked before training (:func:`workings.train.runs.check_environment`).
+    """
+    check_options("sft", _sft_class(), options, SFT_SET_BY_RUN)
+    sft_config(options)
+
+
+def sft_config(options: dict[str, Any], **fixed: Any) -> Any:
+    """The ``trl.SFTConfig`` of an ``sft`` section: project defaults, the section, then ``fixed``.
+
+    The evaluation batch defaults to the training batch and ``data_seed`` to ``seed``.
+    """
+    merged = {**SFT_DEFAULTS, **options}
+    merged.setdefault("per_device_eval_batch_size", merged.get("per_device_train_batch_size", 8))
+    if "seed" in merged:
+        merged.setdefault("data_seed", merged["seed"])
+    merged.update(SFT_FIXED)
+    merged.update({"output_dir": PLACEHOLDER_OUTPUT, "use_cpu": True})
+    merged.update(fixed)
+    return build_config("sft", _sft_class(), merged)

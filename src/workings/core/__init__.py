@@ -1,0 +1,1 @@
+"""The core every stage shares, free of torch: the answer format, answer equivalence, Gemma chat rendering."""

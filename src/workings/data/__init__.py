@@ -1,0 +1,1 @@
+"""Data curation: source converters, the synthetic generator, deduplication and decontamination, the mix."""

@@ -1,0 +1,1 @@
+"""Evaluation: generation engines, benchmarks, scoring, step analysis, statistics and the predictions file."""

@@ -1,0 +1,130 @@
+"""A profile's models on its benchmarks: which engine answers, where replies are cached, and the run itself.
+
+Generations go to ``runs/<profile>/eval/<settings key>/<benchmark>.jsonl``, keyed by everything that
+changes a reply (base and its build, precision, engine, adapter weights, sampling), so chapters and
+commands share them: a finished benchmark is read back instead of asked again, and an interrupted
+one resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from workings.config.loading import run_dir
+from workings.config.schema import Profile
+from workings.evaluation.benchmarks import Benchmark
+from workings.evaluation.generate import SamplingConfig, vllm_available
+from workings.evaluation.scoring import Scored, evaluate_model, load_scored, scored_path
+from workings.files import file_digest, json_digest
+
+log = logging.getLogger(__name__)
+
+
+def engine_name(profile: Profile) -> str:
+    """The engine generation will use: ``vllm`` when the profile asks for it and it imports, else ``hf``."""
+    return "vllm" if profile.evaluation.engine == "vllm" and vllm_available() else "hf"
+
+
+def load_generator(profile: Profile, adapter: str | Path | None = None) -> Any:
+    """What :func:`workings.evaluation.generate.generate` takes: a vLLM engine when :func:`engine_name` says so,
+    else the Hugging Face model of :func:`load_for_inference`."""
+    from workings.models.loading import load_for_inference, load_tokenizer, model_source
+
+    if engine_name(profile) == "hf":
+        if profile.evaluation.engine == "vllm":
+            log.warning("vLLM is not installed: generating with transformers instead")
+        return load_for_inference(profile, adapter)
+    from workings.evaluation.generate import VLLMEngine
+
+    return VLLMEngine(
+        model_source(profile.model), load_tokenizer(profile.model), adapter=adapter, revision=profile.model.revision,
+        dtype=profile.model.dtype, quantized=profile.quantization is not None, max_lora_rank=max(8, profile.lora.r),
+        max_model_len=profile.sft_args().max_length + profile.evaluation.max_new_tokens, seed=profile.evaluation.seed,
+    )
+
+
+def sampling_configs(evaluation: Any) -> dict[str, SamplingConfig]:
+    """The greedy and the sampled generation settings of a profile's evaluation section."""
+    common = {"max_new_tokens": evaluation.max_new_tokens, "batch_size": evaluation.batch_size, "seed": evaluation.seed}
+    return {
+        "greedy": SamplingConfig(**common),
+        f"sampled (T={evaluation.temperature:g}, top-p {evaluation.top_p:g})": SamplingConfig(
+            temperature=evaluation.temperature, top_p=evaluation.top_p, **common),
+    }
+
+
+# --- a profile's models on its benchmarks ---------------------------------------------------
+
+def model_settings(profile: Profile, adapter: str | Path | None = None) -> dict[str, Any]:
+    """What identifies the model that answers: base id and build, precision, engine and adapter weights."""
+    from workings.models.loading import model_build
+
+    settings: dict[str, Any] = {
+        "model": profile.model.id, "revision": profile.model.revision, "dtype": profile.model.dtype,
+        "quantization": asdict(profile.quantization) if profile.quantization else None, "engine": engine_name(profile),
+    }
+    build = model_build(profile.model)
+    if build is not None:  # the tiny model is rebuilt per machine: its id alone does not fix the weights
+        settings["build"] = build
+    if adapter is not None:
+        weights = Path(adapter) / "adapter_model.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{adapter}: no adapter_model.safetensors; is this a LoRA adapter folder?")
+        settings["adapter"] = file_digest(weights)
+    return settings
+
+
+def _complete(path: Path, ids: list[str]) -> list[Scored] | None:
+    """The scored records of a finished benchmark run, when every question was answered."""
+    scored = scored_path(path)
+    if not scored.is_file():
+        return None
+    records = load_scored(scored)
+    return records if [r.id for r in records] == ids else None
+
+
+def default_adapter(profile: Profile) -> Path | None:
+    """The adapter to evaluate: ``evaluation.adapter`` when set, else this profile's SFT run's (if saved)."""
+    if profile.evaluation.adapter is not None:
+        return Path(profile.evaluation.adapter)
+    saved = run_dir(profile) / "sft" / "adapter"
+    return saved if saved.is_dir() else None
+
+
+def run_benchmarks(profile: Profile, benchmarks: Sequence[Benchmark], adapter: str | Path | None = None,
+                   sampling: SamplingConfig | None = None, out_dir: str | Path | None = None,
+                   progress: bool = True) -> dict[str, list[Scored]]:
+    """Ask the profile's base (with ``adapter`` when given) every benchmark; scored replies per benchmark.
+
+    Generations go to ``<out_dir>/<settings key>/<benchmark>.jsonl`` (default ``runs/<profile>/eval``),
+    keyed by everything that changes a reply, so a finished benchmark is read back instead of asked
+    again and an interrupted one resumes. The model is only loaded if something is left to ask.
+    """
+    from workings.models.loading import load_tokenizer
+
+    sampling = sampling or sampling_configs(profile.evaluation)["greedy"]
+    settings = model_settings(profile, adapter)
+    folder = Path(out_dir or run_dir(profile) / "eval") / json_digest({**settings, "sampling": asdict(sampling)}, 10)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "settings.json").write_text(json.dumps({**settings, "sampling": asdict(sampling),
+                                                      "adapter_path": str(adapter) if adapter else None}, indent=1))
+    tokenizer, model = None, None
+    results: dict[str, list[Scored]] = {}
+    for bench in benchmarks:
+        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', bench.name)}.jsonl"
+        done = _complete(path, [r["id"] for r in bench.rows])
+        if done is not None:
+            results[bench.name] = done
+            continue
+        if model is None:
+            tokenizer = load_tokenizer(profile.model)
+            model = load_generator(profile, adapter)
+        log.info("%s: %d questions -> %s", bench.name, len(bench.rows), path)
+        results[bench.name] = evaluate_model(model, tokenizer, bench.rows, sampling, progress, out=path, settings=settings)
+    return results

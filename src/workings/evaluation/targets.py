@@ -1,0 +1,69 @@
+"""Two models on the same questions: paired comparisons per benchmark, and the SFT stage's targets.
+
+Everything here is computed; :mod:`workings.report` turns it into tables and sentences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from workings.evaluation.scoring import Scored, compare, summarise
+from workings.evaluation.stats import PairedComparison
+
+
+@dataclass(frozen=True)
+class BenchmarkComparison:
+    """Model ``b`` against model ``a`` on one benchmark: both rates and the paired test."""
+
+    benchmark: str
+    a: str
+    b: str
+    rate_a: float
+    rate_b: float
+    paired: PairedComparison
+
+
+def paired_comparisons(results: Mapping[str, Mapping[str, Sequence[Scored]]], a: str = "base", b: str = "tuned",
+                       metric: str = "correct") -> list[BenchmarkComparison]:
+    """Per benchmark of ``results[a]``, ``b`` against ``a`` on ``metric`` (see :func:`compare`);
+    benchmarks without graded questions are left out when the metric is correctness."""
+    out = []
+    for bench, scored_a in results[a].items():
+        scored_b = results[b][bench]
+        if metric in ("correct", "last_number_correct") and not any(s.graded for s in scored_a):
+            continue
+        c = compare(scored_a, scored_b, metric)
+        rate = "accuracy" if metric == "correct" else None
+        rate_a = summarise(scored_a)[rate] if rate else (c.both + c.only_a) / c.n
+        rate_b = summarise(scored_b)[rate] if rate else (c.both + c.only_b) / c.n
+        out.append(BenchmarkComparison(bench, a, b, rate_a, rate_b, c))
+    return out
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of a stage: what was measured, what was required, and whether it was met."""
+
+    name: str
+    measured: str
+    evidence: str
+    required: str
+    met: bool
+
+
+def sft_targets(base: Sequence[Scored], tuned: Sequence[Scored], min_strict: float) -> list[Target]:
+    """The SFT stage's targets on scored greedy replies to the same questions: the tuned model's
+    strict-format rate at least ``min_strict``, and its accuracy higher than the base's beyond
+    chance (McNemar's exact test, p < 0.05). The base never writes tags, so its answers are read
+    format-blind (last number), the tuned model's from its answer block."""
+    strict = summarise(tuned)["strict_format"]
+    c = compare(base, tuned, metric="correct", metric_a="last_number_correct")
+    acc_base, acc_tuned = (c.both + c.only_a) / c.n, (c.both + c.only_b) / c.n
+    return [
+        Target("strict format (tuned, greedy)", f"{100 * strict:.1f}%", "", f">= {100 * min_strict:g}%",
+               strict >= min_strict),
+        Target("accuracy, tuned vs base", f"{100 * acc_tuned:.1f}% vs {100 * acc_base:.1f}%",
+               f"only tuned right {c.only_b}, only base {c.only_a}: p = {c.p_value:.2g}", "higher, p < 0.05",
+               c.difference > 0 and c.significant),
+    ]

@@ -1,0 +1,1 @@
+"""Models: loading a profile's tokenizer and base, QLoRA configs, cost predictions, and the tiny demo model."""

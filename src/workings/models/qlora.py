@@ -1,0 +1,95 @@
+"""QLoRA configuration: the bitsandbytes and PEFT configs of a profile, and preparing a base for LoRA.
+
+What they cost before anything is loaded is predicted in :mod:`workings.models.cost`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workings.config.schema import LoraConfig, Profile, QuantizationConfig
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)
+
+
+def bnb_config(quantization: QuantizationConfig) -> Any:
+    """The ``BitsAndBytesConfig`` of a profile's quantization section."""
+    from transformers import BitsAndBytesConfig
+
+    if quantization.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization.quant_type,
+        bnb_4bit_use_double_quant=quantization.double_quant,
+        bnb_4bit_compute_dtype=torch_dtype(quantization.compute_dtype),
+    )
+
+
+def lora_config(lora: LoraConfig) -> Any:
+    """The PEFT ``LoraConfig`` of a profile's lora section (causal LM, no bias terms)."""
+    import peft
+
+    return peft.LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def prepare_for_training(model: Any, profile: Profile) -> Any:
+    """Freeze the base, prepare a quantized one for k-bit training, and wrap it with the LoRA adapter.
+
+    ``prepare_model_for_kbit_training`` casts the layer norms and the unquantized
+    weights to float32 and, with gradient checkpointing, makes the inputs require grad
+    so gradients reach the adapters through checkpointed layers.
+    """
+    import warnings
+
+    import peft
+
+    checkpointing = bool(profile.sft_args().gradient_checkpointing)
+    with warnings.catch_warnings():  # peft reads the attribute that transformers 5 renamed
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        if profile.quantization is not None:
+            model = peft.prepare_model_for_kbit_training(
+                model,
+                use_gradient_checkpointing=checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
+        elif checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        return peft.get_peft_model(model, lora_config(profile.lora))
+
+
+
+
+def keep_4bit_weights_plain(model: Any) -> int:
+    """Turn off bitsandbytes' packed CPU layout in every 4-bit linear layer; returns how many there are.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit``'s weights in place the
+    first time it runs in eval mode without grad (the trainer's evaluation step). The packed path
+    computes in bfloat16 whatever the profile's compute dtype, fails on layers narrower than one
+    64-value block, and stays packed when training resumes, where its matmul carries no gradient
+    to the layers below. Keeping the plain layout gives every machine the same numbers.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
+def packed_4bit_layers(model: Any) -> list[str]:
+    """Names of the 4-bit layers whose weights are in bitsandbytes' packed CPU layout (none, normally)."""
+    return [name for name, m in model.named_modules()
+            if getattr(getattr(getattr(m, "weight", None), "quant_state", None), "packing_format_for_cpu", False)]

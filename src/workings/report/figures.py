@@ -1,0 +1,154 @@
+"""Figures the book shows, each from results the other stages computed; sized for the page."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from workings.report.tables import memory_table
+from workings.train.state import log_history, tokens_per_second
+
+
+def length_histogram(lengths_by_source: Mapping[str, Sequence[int]], max_length: int, title: str) -> Any:
+    """One histogram panel per source of token lengths, with the length limit marked."""
+    import matplotlib.pyplot as plt
+
+    names = [n for n, v in lengths_by_source.items() if len(v)]
+    ncols = min(4, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), squeeze=False, sharex=True)
+    top = max(max_length, *(max(lengths_by_source[n]) for n in names))
+    bins = [top * i / 40 for i in range(41)]  # the same bins in every panel
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
+        ax.hist(lengths_by_source[name], bins=bins, color="#4c72b0")
+        ax.axvline(max_length, color="#c44e52", linestyle="--", linewidth=1)
+        ax.set_title(f"{name} (n={len(lengths_by_source[name])})", fontsize=9)
+        ax.set_xlabel("tokens", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for row in axes:
+        row[0].set_ylabel("rows", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def memory_plot(estimates: Sequence[Any], limit_gib: float | None, title: str) -> Any:
+    """Stacked bars of the memory components per profile, with the device limit marked."""
+    import matplotlib.pyplot as plt
+
+    table = memory_table(estimates).drop(columns="total")
+    fig, ax = plt.subplots(figsize=(6.4, 2.8))
+    left = pd.Series(0.0, index=table.index)
+    colours = ["#4c72b0", "#55a868", "#8172b2", "#ccb974", "#c44e52", "#64b5cd"]
+    for colour, column in zip(colours, table.columns):
+        ax.barh(table.index, table[column], left=left, color=colour, label=column.replace("_", " "))
+        left += table[column]
+    if limit_gib is not None:
+        ax.axvline(limit_gib, color="black", linestyle="--", linewidth=1)
+        ax.text(limit_gib, -0.6, f" {limit_gib:g} GiB", fontsize=8, va="bottom")
+    ax.set_xlabel("GiB (estimated peak)")
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(state: Mapping[str, Any], title: str) -> Any:
+    """Training and held-out loss, learning rate, gradient norm and tokens/s per optimizer step.
+
+    A panel whose quantity the run did not log says so instead of staying blank.
+    """
+    import matplotlib.pyplot as plt
+
+    history = log_history(state)
+    fig, axes = plt.subplots(1, 4, figsize=(13, 2.8))
+    loss_ax, lr_ax, grad_ax, speed_ax = axes
+    if "loss" in history:
+        train = history["loss"].dropna()
+        loss_ax.plot(train.index, train.values, label="train", color="#4c72b0")
+    if "eval_loss" in history:
+        held = history["eval_loss"].dropna()
+        loss_ax.plot(held.index, held.values, "o-", label="held out", color="#c44e52")
+    loss_ax.set_ylabel("loss (completion tokens)")
+    loss_ax.legend(fontsize=8)
+    series = {lr_ax: ("learning rate", history.get("learning_rate")), grad_ax: ("gradient norm", history.get("grad_norm")),
+              speed_ax: ("tokens / s", tokens_per_second(history))}
+    for ax, (name, values) in series.items():
+        values = values.dropna() if values is not None else pd.Series(dtype=float)
+        if len(values):
+            ax.plot(values.index, values.values, color="#55a868")
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_ylabel(name)
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def rate_chart(summaries: Mapping[tuple[str, str], Mapping[str, float]], rates: Sequence[str], title: str) -> Any:
+    """Grouped bars per benchmark, one bar per model, with Wilson 95% intervals as error bars.
+
+    ``summaries`` maps (benchmark, model) to a summary (:func:`workings.evaluation.scoring.summarise_results`).
+    """
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(m for _, m in summaries))
+    benches = list(dict.fromkeys(b for b, _ in summaries))
+    colours = ["#8c8c8c", "#4c72b0", "#55a868", "#c44e52"]
+    fig, axes = plt.subplots(1, len(rates), figsize=(max(4.5, 0.9 * len(benches)) * len(rates), 3.2), squeeze=False)
+    for ax, rate in zip(axes[0], rates):
+        width = 0.8 / len(models)
+        for k, model in enumerate(models):
+            rows = [summaries[(b, model)] for b in benches]
+            values = [100 * s[rate] if not math.isnan(s[rate]) else 0 for s in rows]
+            # max(0, …): at 0% the interval's lower end may differ from 0 by rounding alone
+            lo = [max(0.0, v - 100 * s[f"{rate}_lo"]) if not math.isnan(s[rate]) else 0 for v, s in zip(values, rows)]
+            hi = [max(0.0, 100 * s[f"{rate}_hi"] - v) if not math.isnan(s[rate]) else 0 for v, s in zip(values, rows)]
+            xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(benches))]
+            ax.bar(xs, values, width, yerr=[lo, hi], capsize=2, label=model, color=colours[k % len(colours)])
+            for x, s in zip(xs, rows):
+                if math.isnan(s[rate]):
+                    ax.text(x, 2, "n/g", ha="center", fontsize=6, rotation=90)
+        ax.set_xticks(range(len(benches)))
+        ax.set_xticklabels(benches, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel(f"{rate.replace('_', ' ')} %")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def length_distributions(results: Mapping[str, Mapping[str, Sequence[Any]]], title: str) -> Any:
+    """Histograms over all benchmarks, per model: reply length and reasoning-block length in tokens."""
+    import matplotlib.pyplot as plt
+
+    fig, (reply_ax, reasoning_ax) = plt.subplots(1, 2, figsize=(9, 2.8))
+    colours = ["#8c8c8c", "#4c72b0", "#55a868", "#c44e52"]
+    for k, (model, by_bench) in enumerate(results.items()):
+        scored = [s for replies in by_bench.values() for s in replies]
+        reply_ax.hist([s.new_tokens for s in scored], bins=30, alpha=0.6, label=model, color=colours[k % len(colours)])
+        reasoning = [s.reasoning_tokens for s in scored if s.reasoning]
+        if reasoning:
+            reasoning_ax.hist(reasoning, bins=30, alpha=0.6, label=f"{model} ({len(reasoning)} with a block)",
+                              color=colours[k % len(colours)])
+    reply_ax.set_xlabel("reply length (new tokens)")
+    reasoning_ax.set_xlabel("reasoning length (tokens inside <reasoning>)")
+    for ax in (reply_ax, reasoning_ax):
+        ax.set_ylabel("replies")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+

@@ -1,0 +1,222 @@
+"""Tables the book shows (pandas frames and HTML), each built from results the other stages computed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from workings.config.schema import Profile
+
+
+def label(profile: Profile) -> str:
+    """One line naming what produced a result: profile, model and data sources."""
+    sources = ", ".join(s.name for s in profile.data.sources)
+    return f"profile `{profile.name}` · model `{profile.model.id}` · data: {sources}"
+
+
+def mix_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """Per-source counts of the mix: rows in, converted, dropped, held out, kept for training."""
+    rows = []
+    for name, s in report["sources"].items():
+        rows.append({
+            "source": name, "rows in": s["rows_in"], "converted": s["converted"],
+            "dropped": sum(s["dropped"].values()), "held out": s["heldout"],
+            "train (unique)": s["train_unique"], "train (weighted)": s["train_rows"],
+            "tokens p50": s["tokens"].get("p50"), "tokens p99": s["tokens"].get("p99"),
+        })
+    table = pd.DataFrame(rows).set_index("source")
+    table.loc["total"] = table.sum(numeric_only=True).where(~table.columns.str.startswith("tokens"))
+    return table.astype("Int64")
+
+
+def drop_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """Rows dropped, by reason (rows) and source (columns)."""
+    data = {name: s["dropped"] for name, s in report["sources"].items()}
+    table = pd.DataFrame(data).fillna(0).astype(int)
+    return table.loc[:, table.sum() > 0].sort_index()
+
+
+def contamination_table(report: Mapping[str, Any], limit: int = 10) -> pd.DataFrame:
+    """The contaminated training rows found, highest overlap first."""
+    rows = sorted(report["contamination"]["rows"], key=lambda r: -r["overlap"])[:limit]
+    return pd.DataFrame(rows, columns=["source", "eval_set", "overlap", "question"])
+
+
+def origin_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """Where each source's rows came from (Hub id and pinned revision, local file, or generator)."""
+    return pd.DataFrame({"origin": {name: s["origin"] for name, s in report["sources"].items()}})
+
+
+# --- QLoRA configuration ---------------------------------------------------------------
+
+def qlora_table(predictions: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per profile: base quantization, LoRA shape, predicted trainable parameters and adapter size
+    (rows of :func:`workings.models.cost.qlora_prediction`)."""
+    rows = []
+    for p in predictions:
+        rows.append({
+            "profile": p["profile"], "model": p["model"], "base": p["base"],
+            "r / alpha": f"{p['r']} / {p['alpha']:g}", "modules": p["modules"],
+            "base params": f"{p['base_parameters']:,}", "LoRA params": f"{p['lora_parameters']:,}",
+            "trainable %": round(100 * p["lora_parameters"] / p["base_parameters"], 2),
+            "adapter file (MB)": round(p["adapter_bytes"] / 1e6, 2), "saved as": p["save_dtype"],
+        })
+    return pd.DataFrame(rows).set_index("profile")
+
+
+def memory_table(estimates: Sequence[Any]) -> pd.DataFrame:
+    """:class:`workings.models.cost.MemoryEstimate` rows in GiB."""
+    return pd.DataFrame({e.profile: e.as_gib() for e in estimates}).T.round(2)
+
+
+# --- the training run ------------------------------------------------------------------
+
+RATES = ("strict_format", "lenient_format", "accuracy", "accuracy_when_strict", "last_number_accuracy", "truncated")
+
+
+def rate_with_ci(summary: Mapping[str, float], rate: str) -> str:
+    """``"95.0 (91.9–96.9)"``: a rate in percent with its 95% interval; ``"–"`` when there is none."""
+    value = summary.get(rate, math.nan)
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{100 * value:.1f} ({100 * summary[rate + '_lo']:.1f}–{100 * summary[rate + '_hi']:.1f})"
+
+
+def metrics_table(results: Mapping[str, Mapping[str, float]], rates: Sequence[str] = RATES) -> pd.DataFrame:
+    """Summaries from :func:`workings.evaluation.scoring.summarise`, one row per key: rates in percent with
+    Wilson 95% intervals, counts, and reply and reasoning lengths in tokens."""
+    rows = {}
+    for name, summary in results.items():
+        row: dict[str, Any] = {"n": int(summary["n"]), "graded": int(summary.get("graded", summary["n"]))}
+        row.update({f"{rate} % (95% CI)": rate_with_ci(summary, rate) for rate in rates})
+        row["mean new tokens"] = round(summary["mean_new_tokens"], 1)
+        for key in ("p50", "p90"):
+            value = summary.get(f"reasoning_tokens_{key}", math.nan)
+            row[f"reasoning tokens {key}"] = "–" if math.isnan(value) else round(value, 1)
+        rows[name] = row
+    return pd.DataFrame(rows).T
+
+
+def results_table(summaries: Mapping[tuple[str, str], Mapping[str, float]],
+                  rates: Sequence[str] = ("strict_format", "accuracy", "accuracy_when_strict", "truncated")) -> pd.DataFrame:
+    """Every benchmark under every model, one row each (``summaries`` keyed (benchmark, model), as
+    :func:`workings.evaluation.scoring.summarise_results` gives them)."""
+    table = metrics_table({f"{b} | {m}": v for (b, m), v in summaries.items()}, rates)
+    table.index = pd.MultiIndex.from_tuples(list(summaries), names=["benchmark", "model"])
+    return table.sort_index(level=0, sort_remaining=False)
+
+
+def comparison_table(comparisons: Sequence[Any]) -> pd.DataFrame:
+    """Per benchmark, ``b`` against ``a`` on the same questions: paired counts, the difference in
+    percentage points with its paired-bootstrap 95% interval, and McNemar's exact p-value
+    (:func:`workings.evaluation.targets.paired_comparisons`)."""
+    rows = {}
+    for cmp in comparisons:
+        c, a, b = cmp.paired, cmp.a, cmp.b
+        rows[cmp.benchmark] = {
+            "n": c.n, f"{a} only": c.only_a, f"{b} only": c.only_b, "both": c.both, "neither": c.neither,
+            f"{b} - {a} (pp)": round(100 * c.difference, 1),
+            "95% CI (pp)": f"{100 * c.difference_ci[0]:.1f} to {100 * c.difference_ci[1]:.1f}",
+            "McNemar p": f"{c.p_value:.2g}", "significant (p<0.05)": c.significant,
+        }
+    return pd.DataFrame(rows).T
+
+
+def verdicts(comparisons: Sequence[Any]) -> list[str]:
+    """One sentence per compared benchmark: both accuracies, the discordant questions and what McNemar's test says."""
+    lines = []
+    for cmp in comparisons:
+        c, a, b = cmp.paired, cmp.a, cmp.b
+        if c.significant:
+            meaning = f"{b if c.difference > 0 else a} is more accurate, beyond chance at the 5% level"
+        else:
+            meaning = "no difference beyond chance at the 5% level"
+        lines.append(f"{cmp.benchmark} ({c.n} question{'' if c.n == 1 else 's'}): {b} {100 * cmp.rate_b:.1f}% vs "
+                     f"{a} {100 * cmp.rate_a:.1f}%; only {b} right on {c.only_b}, only {a} on {c.only_a}; "
+                     f"McNemar p = {c.p_value:.2g}: {meaning}.")
+    return lines
+
+
+def breakdown_table(breakdowns: Mapping[str, Mapping[str, Mapping[str, float]]], by: str) -> pd.DataFrame:
+    """Accuracy with its interval per value of ``by`` (MATH-500's subject or level), one column per model
+    (``breakdowns[model]`` as :func:`workings.evaluation.scoring.breakdown` gives it)."""
+    columns = {}
+    for model, groups in breakdowns.items():
+        columns[f"{model} accuracy % (95% CI)"] = {k: rate_with_ci(v, "accuracy") for k, v in groups.items()}
+        columns["n"] = {k: int(v["n"]) for k, v in groups.items()}
+    table = pd.DataFrame(columns)
+    table.index.name = by
+    return table[["n", *[c for c in table.columns if c != "n"]]]
+
+
+GALLERY_KINDS = {
+    "correct": lambda s: s.strict and s.correct is True,
+    "wrong": lambda s: s.strict and s.correct is False,
+    "format failure": lambda s: not s.strict,
+}
+
+
+def gallery(scored: Sequence[Any], kind: str, n: int = 3) -> Any:
+    """An HTML table of the first ``n`` replies of one kind: correct, wrong (well formed) or format failure."""
+    from html import escape
+
+    from IPython.display import HTML
+
+    if kind not in GALLERY_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(GALLERY_KINDS)}, got {kind!r}")
+    picked = [s for s in scored if GALLERY_KINDS[kind](s)][:n]
+    if not picked:
+        return HTML(f"<p><i>No {escape(kind)} replies in this set.</i></p>")
+    body = []
+    for s in picked:
+        verdict = "not graded" if s.correct is None else ("correct" if s.correct else "wrong")
+        flags = ", ".join(f for f, on in (("strict", s.strict), ("lenient", s.lenient), ("truncated", s.truncated)) if on)
+        body.append(
+            f"<tr><td style='vertical-align:top;font-size:85%'>{escape(s.question)}<br><b>gold: {escape(str(s.gold))}</b></td>"
+            f"<td style='vertical-align:top'><pre style='white-space:pre-wrap;font-size:80%'>{escape(s.output)}</pre></td>"
+            f"<td style='vertical-align:top;font-size:85%'>parsed: {escape(str(s.answer))}<br>{verdict}<br>{escape(flags)}"
+            f"<br>{s.new_tokens} tokens</td></tr>")
+    return HTML(f"<table><tr><th>question</th><th>reply</th><th>verdict</th></tr>{''.join(body)}</table>")
+
+
+def side_by_side(questions: Sequence[str], golds: Sequence[str], columns: Mapping[str, Sequence[str]]) -> Any:
+    """An HTML table: question and gold answer, then each model's raw output, whitespace kept."""
+    from html import escape
+
+    from IPython.display import HTML
+
+    head = "".join(f"<th>{escape(name)}</th>" for name in columns)
+    body = []
+    for i, (question, gold) in enumerate(zip(questions, golds)):
+        cells = "".join(
+            f"<td style='vertical-align:top'><pre style='white-space:pre-wrap;font-size:80%'>{escape(outputs[i])}</pre></td>"
+            for outputs in columns.values())
+        body.append(f"<tr><td style='vertical-align:top;font-size:85%'>{escape(question)}<br><b>gold: {escape(gold)}</b></td>{cells}</tr>")
+    return HTML(f"<table><tr><th>question</th>{head}</tr>{''.join(body)}</table>")
+
+
+def label_mask_table(tokenizer: Any, ids: Sequence[int], labels: Sequence[int], first: int = 6, last: int = 8) -> pd.DataFrame:
+    """The first and last tokens of a training row and those around the prompt/completion boundary,
+    each with whether it carries loss."""
+    start = next(i for i, label in enumerate(labels) if label != -100)
+    keep = sorted({*range(first), *range(start - 3, start + 3), *range(len(ids) - last, len(ids))})
+    return pd.DataFrame({
+        "position": keep,
+        "token": [repr(tokenizer.convert_ids_to_tokens(ids[i])) for i in keep],
+        "loss": ["yes" if labels[i] != -100 else "" for i in keep],
+    }).set_index("position")
+
+
+def target_table(targets: Sequence[Any]) -> pd.DataFrame:
+    """Targets (:class:`workings.evaluation.targets.Target`) as a table: measured, evidence, required, met."""
+    rows = [(t.name, t.measured, t.evidence, t.required, t.met) for t in targets]
+    return pd.DataFrame(rows, columns=["target", "measured", "McNemar", "required", "met"]).set_index("target")
+
+
+def error_table(counts: Mapping[str, Mapping[str, int]]) -> pd.DataFrame:
+    """Graded replies per model that were right, and the wrong ones by kind (one column per model,
+    from :func:`workings.evaluation.steps.error_counts`)."""
+    return pd.DataFrame({name: dict(c) for name, c in counts.items()})

@@ -1,0 +1,1 @@
+"""Training: the shared run machinery (run folders, checkpoints, the divergence guard, adapters) and SFT."""
