@@ -32,9 +32,9 @@ def test_gsm8k_gold_commas_removed():
     "row, reason",
     [
         ({"question": "Q?", "answer": "No final line."}, "no_final_answer"),
-        ({"question": "Q?"}, "missing_field"),
-        ({"question": "  ", "answer": "x\n#### 1"}, "empty_field"),
-        ({"question": 7, "answer": "x\n#### 1"}, "bad_field"),
+        ({"question": "Q?"}, "missing_field:answer"),
+        ({"question": "  ", "answer": "x\n#### 1"}, "empty_field:question"),
+        ({"question": 7, "answer": "x\n#### 1"}, "bad_field:question"),
         ({"question": "Q?", "answer": "#### 5"}, "empty_reasoning"),
     ],
 )
@@ -155,7 +155,7 @@ def test_medical_o1_is_free_text_and_not_graded():
 def test_medical_o1_missing_response_is_unusable():
     with pytest.raises(Unusable) as err:
         convert("medical_o1", {"Question": "Q?", "Complex_CoT": "think"})
-    assert err.value.reason == "missing_field" and "'Response'" in err.value.detail
+    assert err.value.reason == "missing_field:Response" and "'Response'" in err.value.detail
 
 
 def test_metamath_gsm_row_drops_hashes_line_and_calculator_notes():

@@ -1,3 +1,4 @@
+import re
 import itertools
 import json
 
@@ -80,12 +81,12 @@ def test_demo_fixture_rows_are_dropped_for_their_reasons(tokenizer):
     report = build_mix(load_profile("demo").data, tokenizer, progress=False).report
     dropped = {name: s["dropped"] for name, s in report["sources"].items() if name != "synthetic"}
     assert dropped == {
-        "gsm8k": {"contaminated:gsm8k_test": 1, "empty_field": 1, "exact_duplicate": 1, "missing_field": 1,
+        "gsm8k": {"contaminated:gsm8k_test": 1, "empty_field:question": 1, "exact_duplicate": 1, "missing_field:answer": 1,
                   "near_duplicate_question": 1, "no_final_answer": 1},
         "openthoughts": {"disagrees_with_ground_truth": 1, "domain_not_kept:code": 1, "no_boxed_answer": 1},
         "openthoughts_default": {"no_thought_or_solution_markers": 1},
         "bespoke_stratos": {"choice_without_options": 1, "not_single_turn": 1},
-        "medical_o1_en": {"missing_field": 1, "too_long": 1},
+        "medical_o1_en": {"missing_field:Response": 1, "too_long": 1},
         "medical_o1_en_mix": {},
         "metamath": {"no_final_answer": 1},
     }
@@ -164,11 +165,13 @@ def test_cap_then_weight(tmp_path, tokenizer):
 def test_flagged_rows_dropped_only_when_asked(tmp_path, tokenizer):
     row = {"problem": "What is 2 + 2?", "deepseek_reasoning": "2 + 2 = 4", "deepseek_solution": "$\\boxed{5}$",
            "ground_truth_solution": "$\\boxed{4}$", "domain": "math", "source": "t"}
-    spec = {"name": "openthoughts", "converter": "openthoughts", "path": jsonl(tmp_path, "ot.jsonl", [row])}
+    agrees = {**row, "problem": "What is 3 + 3?", "deepseek_reasoning": "3 + 3 = 6", "deepseek_solution": "$\\boxed{6}$",
+              "ground_truth_solution": "$\\boxed{6}$"}
+    spec = {"name": "openthoughts", "converter": "openthoughts", "path": jsonl(tmp_path, "ot.jsonl", [row, agrees])}
     dropped = build_mix(DataConfig(sources=[SourceSpec(**spec)]), tokenizer, progress=False)
     assert dropped.report["sources"]["openthoughts"]["dropped"] == {"disagrees_with_ground_truth": 1}
     kept = build_mix(DataConfig(sources=[SourceSpec(**spec)], drop_flagged=False), tokenizer, progress=False)
-    assert json.loads(kept.train[0]["meta"])["disagrees_with_ground_truth"] is True
+    assert [json.loads(r["meta"]).get("disagrees_with_ground_truth") for r in kept.train if "2 + 2" in r["question"]] == [True]
 
 
 def test_same_seed_same_mix_other_seed_other_order(tmp_path, tokenizer):
@@ -250,3 +253,34 @@ def test_ensure_mix_rebuilds_when_the_data_settings_change(tiny_profile, tmp_pat
     assert len(train) + len(heldout) == 20
     profile = _small_mix_profile(tiny_profile, 20)
     assert report["data_key"] == mix_provenance(profile.name, profile.data, profile.model.id)["data_key"]
+
+
+def test_an_empty_source_file_fails_the_build_naming_source_and_file(tmp_path, tokenizer):
+    from workings.data.example import DataUnavailable
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    sources = [SourceSpec(name="s", converter="synthetic", synthetic=SyntheticSpec(n=4, seed=1)),
+               SourceSpec(name="gsm8k", converter="gsm8k", path=str(empty))]
+    with pytest.raises(DataUnavailable, match=rf"source 'gsm8k' \(local file {re.escape(str(empty))}\) gives the mix no rows: 0 read$"):
+        build_mix(DataConfig(sources=sources), tokenizer, progress=False)
+
+
+def test_a_source_of_another_schema_fails_the_build_naming_the_missing_field(tmp_path, tokenizer):
+    from workings.data.example import DataUnavailable
+
+    rows = jsonl(tmp_path, "wrong.jsonl", [{"problem": f"What is {i} + 1?", "solution": str(i + 1)} for i in range(3)])
+    sources = [SourceSpec(name="s", converter="synthetic", synthetic=SyntheticSpec(n=4, seed=1)),
+               SourceSpec(name="gsm8k", converter="gsm8k", path=rows)]
+    with pytest.raises(DataUnavailable, match=r"source 'gsm8k' \(local file .*wrong\.jsonl\) gives the mix no rows: 3 read; dropped: missing_field:question 3"):
+        build_mix(DataConfig(sources=sources), tokenizer, progress=False)
+
+
+def test_editing_a_local_source_in_place_changes_the_mix_key(tmp_path):
+    rows = tmp_path / "train.jsonl"
+    rows.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "1 + 1 = 2\n#### 2"}) + "\n")
+    data = DataConfig(sources=[SourceSpec(name="gsm8k", converter="gsm8k", path=str(rows))])
+    before = mix_provenance("p", data, "tiny")["data_key"]
+    assert mix_provenance("p", data, "tiny")["data_key"] == before
+    rows.write_text(json.dumps({"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}) + "\n")
+    assert mix_provenance("p", data, "tiny")["data_key"] != before

@@ -243,3 +243,10 @@ def test_eval_set_gold_format_is_checked(tmp_path):
 def test_evaluation_adapter_resolves_against_the_profile_file(tmp_path):
     profile = load_profile(with_section(tmp_path, "evaluation: {adapter: runs/checkpoint-17835}"))
     assert profile.evaluation.adapter == str(tmp_path / "runs" / "checkpoint-17835")
+
+
+def test_extending_an_unknown_profile_names_the_file_that_asks_for_it(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: demo-cpu\nname: child\n")
+    with pytest.raises(ProfileError, match=rf"{re.escape(str(child))}: extends: demo-cpu: no such profile \(known: a100"):
+        load_profile(child)

@@ -118,3 +118,24 @@ def test_cache_key_covers_every_project_module_the_builder_imports():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workings."):
                 imported.add(node.module.removeprefix("workings."))
     assert imported - {"files"} <= set(tiny.BUILDER_MODULES)  # files holds the digests, not the recipe
+
+
+def test_building_the_base_leaves_the_global_random_state_as_it_was(random_tiny_dir, monkeypatch):
+    """Whether the tiny base was just built in this process or read from the cache, what is seeded
+    next (the LoRA initialisation, the data order) draws the same numbers."""
+    import torch
+
+    import workings.models.tiny
+    from workings.config.schema import ModelConfig
+    from workings.models.loading import model_source
+
+    def build_that_draws(*args, **kwargs):
+        torch.randn(1000)  # pretraining draws from the global generator
+        return random_tiny_dir
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    monkeypatch.setattr(workings.models.tiny, "tiny_model_dir", build_that_draws)
+    torch.manual_seed(0)
+    assert model_source(ModelConfig(id="tiny")) == str(random_tiny_dir)
+    assert torch.equal(torch.rand(3), expected)

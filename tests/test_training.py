@@ -179,7 +179,7 @@ def test_resume_after_a_crash_gives_the_loss_sequence_of_an_unbroken_run(tiny_pr
 
 def test_existing_checkpoints_are_never_trained_over_silently(tiny_profile, small_mix, tmp_path):
     (tmp_path / "run" / "checkpoint-3").mkdir(parents=True)
-    with pytest.raises(FileExistsError, match=r"already holds checkpoint-3: pass resume=True"):
+    with pytest.raises(FileExistsError, match=r"already holds checkpoint-3: resume it or overwrite it"):
         train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "checkpoint-3").is_dir()
 
@@ -189,12 +189,12 @@ def test_resume_without_a_checkpoint_says_so(tiny_profile, small_mix, tmp_path):
         train(short_profile(tiny_profile), small_mix, tmp_path / "run", resume=True, progress=False)
 
 
-def guard_logs(values, tmp_path):
+def guard_logs(values, tmp_path, key="loss", vocab_size=None):
     from types import SimpleNamespace
 
-    guard = divergence_guard(4.0)
+    guard = divergence_guard(4.0, vocab_size)
     for step, value in enumerate(values, 1):
-        guard.on_log(SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=step), None, logs={"loss": value})
+        guard.on_log(SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=step), None, logs={key: value})
 
 
 def test_divergence_guard_stops_on_nan(tmp_path):
@@ -203,10 +203,19 @@ def test_divergence_guard_stops_on_nan(tmp_path):
         guard_logs([2.0, 1.5, math.nan], tmp_path)
 
 
-def test_divergence_guard_stops_when_loss_passes_four_times_the_first(tmp_path):
-    guard_logs([2.0, 7.9], tmp_path)  # below 4x: fine
-    with pytest.raises(TrainingDiverged, match=r"training loss exploded at step 2: 8\.100 is more than 4\.0x the first logged loss \(2\.000\)"):
-        guard_logs([2.0, 8.1], tmp_path)
+def test_divergence_guard_stops_when_loss_climbs_past_four_times_its_best(tmp_path):
+    guard_logs([2.0, 1.0, 3.9], tmp_path)  # below 4x the best (1.0): fine
+    with pytest.raises(TrainingDiverged, match=r"training loss exploded at step 3: 4\.100 is more than 4\.0x the best logged so far \(1\.000\)"):
+        guard_logs([2.0, 1.0, 4.1], tmp_path)
+
+
+def test_divergence_guard_stops_a_held_out_loss_worse_than_a_uniform_guess(tmp_path):
+    """The reported run: held-out loss 12.7 with a 2,048-token vocabulary (ln 2048 = 7.62)."""
+    guard_logs([7.6, 11.0], tmp_path, key="eval_loss", vocab_size=2048)  # up to 1.5x uniform: a bad start, not divergence
+    (tmp_path / "checkpoint-80").mkdir()
+    with pytest.raises(TrainingDiverged, match=r"held-out loss is 12\.700 at step 1, worse than a uniform guess over the "
+                                               r"2,048-token vocabulary \(ln 2048 = 7\.62\); the last good checkpoint is .*checkpoint-80"):
+        guard_logs([12.7], tmp_path, key="eval_loss", vocab_size=2048)
 
 
 def poison_adapter_after(step):
@@ -223,10 +232,24 @@ def poison_adapter_after(step):
     return Poison()
 
 
-def test_a_nan_loss_stops_the_run_and_names_the_last_checkpoint(tiny_profile, small_mix, tmp_path):
-    with pytest.raises(TrainingDiverged, match=r"training loss became nan at step 5; the last good checkpoint is .*checkpoint-3"):
-        train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False, callbacks=[poison_adapter_after(4)])
+def test_a_nan_weight_stops_the_run_at_once_and_names_the_last_checkpoint(tiny_profile, small_mix, tmp_path):
+    profile = short_profile(tiny_profile, logging_steps=10)  # no loss is logged after step 1: the weights tell
+    # the guard checks every step, before the poison of step 4 is applied: it sees it after step 5
+    with pytest.raises(TrainingDiverged, match=r"weight .*lora.* is no longer finite after step 5; the last good checkpoint is .*checkpoint-3"):
+        train(profile, small_mix, tmp_path / "run", progress=False, callbacks=[poison_adapter_after(4)])
     assert [p.name for p in checkpoints(tmp_path / "run")] == ["checkpoint-3"]
+
+
+def test_a_run_whose_mean_loss_is_worse_than_uniform_fails_instead_of_reporting_success(
+        tiny_profile, small_mix, tmp_path, monkeypatch):
+    """A run too short to log (or a random model, which cannot do worse than uniform) is judged on
+    its mean loss at the end; nothing that would call it a result is written."""
+    import workings.train.sft
+
+    monkeypatch.setattr(workings.train.sft, "whole_run_loss", lambda *args: 12.7)
+    with pytest.raises(TrainingDiverged, match=r"training loss is 12\.700 at step 6, worse than a uniform guess"):
+        train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "run.json").exists() and not (tmp_path / "run" / "adapter").exists()
 
 
 def test_train_command_trains_and_refuses_to_train_over_a_run(tiny_profile, small_mix, tmp_path, capsys):
@@ -236,8 +259,10 @@ def test_train_command_trains_and_refuses_to_train_over_a_run(tiny_profile, smal
     args = ["train", "--profile", str(profile.path), "--mix", str(small_mix), "--out", str(tmp_path / "run"), "--quiet"]
     assert main(args) == 0
     assert "6 steps in" in capsys.readouterr().out
-    with pytest.raises(FileExistsError, match="pass resume=True"):
-        main(args)
+    assert main(args) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"workings train: error: {tmp_path / 'run'} already holds checkpoint-6: add --resume to continue it "
+        "or --overwrite to train again"]
     assert main([*args, "--resume"]) == 0
 
 
@@ -315,3 +340,64 @@ def test_without_the_guard_a_cpu_that_packs_breaks_the_run(tiny_profile, small_m
     monkeypatch.setattr(workings.models.qlora, "keep_4bit_weights_plain", lambda model: 0)
     with pytest.raises(RuntimeError, match=r"shape '\[64, 0\]' is invalid"):
         train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False)
+
+
+# --- runs never lie or lose work ----------------------------------------------------------
+
+def test_resuming_a_finished_run_leaves_it_unchanged(tiny_profile, small_mix, tmp_path):
+    profile = short_profile(tiny_profile)
+    first = train(profile, small_mix, tmp_path / "run", progress=False)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    again = train(profile, small_mix, tmp_path / "run", resume=True, progress=False)
+    assert again.already_finished and again.steps == 6 and again.summary == first.summary
+    assert [p.name for p in checkpoints(tmp_path / "run")] == ["checkpoint-3", "checkpoint-6"]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+
+
+def test_an_overwrite_that_fails_leaves_the_earlier_run_in_place(tiny_profile, small_mix, tmp_path):
+    profile = short_profile(tiny_profile)
+    first = train(profile, small_mix, tmp_path / "run", progress=False)
+    adapter = (tmp_path / "run" / "adapter" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(Crash):
+        train(profile, small_mix, tmp_path / "run", overwrite=True, progress=False, callbacks=[crash_after(2)])
+    assert json.loads((tmp_path / "run" / "run.json").read_text()) == first.summary
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").read_bytes() == adapter
+    assert [p.name for p in checkpoints(tmp_path / "run")] == ["checkpoint-3", "checkpoint-6"]
+
+
+def test_an_overwrite_that_finishes_replaces_the_earlier_run(tiny_profile, small_mix, tmp_path):
+    train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False)
+    second = train(short_profile(tiny_profile, max_steps=3), small_mix, tmp_path / "run", overwrite=True, progress=False)
+    assert second.out_dir == tmp_path / "run" and json.loads((tmp_path / "run" / "run.json").read_text())["steps"] == 3
+    assert [p.name for p in checkpoints(tmp_path / "run")] == ["checkpoint-3"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left behind
+
+
+def test_a_resumed_run_summarises_the_whole_run(tiny_profile, small_mix, tmp_path):
+    profile = short_profile(tiny_profile)
+    unbroken = train(profile, small_mix, tmp_path / "unbroken", progress=False)
+    with pytest.raises(Crash):
+        train(profile, small_mix, tmp_path / "broken", progress=False, callbacks=[crash_after(4)])
+    resumed = train(profile, small_mix, tmp_path / "broken", resume=True, progress=False)
+    assert (resumed.summary["steps"], resumed.summary["steps_this_session"]) == (6, 3)
+    assert resumed.summary["train_loss"] == pytest.approx(unbroken.summary["train_loss"], rel=1e-4)
+    assert resumed.summary["tokens_seen"] == unbroken.summary["tokens_seen"]
+
+
+def test_checkpoint_adapters_are_saved_in_the_profile_save_dtype(tiny_profile, small_mix, tmp_path):
+    from safetensors import safe_open
+
+    for dtype in ("float32", "bfloat16"):
+        profile = tiny_profile({"data": SMALL_DATA, "training": {"eval_rows": 4}, "sft": SHORT_RUN, "lora": {"save_dtype": dtype}})
+        train(profile, small_mix, tmp_path / dtype, progress=False)
+        for folder in ("checkpoint-3", "checkpoint-6", "adapter"):
+            with safe_open(str(tmp_path / dtype / folder / "adapter_model.safetensors"), "pt") as f:
+                assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {f"torch.{dtype}"}, (dtype, folder)
+
+
+def test_the_run_folder_card_describes_this_run_and_no_generated_card_is_left(tiny_profile, small_mix, tmp_path):
+    result = train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False)
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert card.startswith("# SFT run of profile `test`") and "[None]" not in card
+    assert "Steps: 6 of 6" in card and f"{result.summary['train_loss']:.4f}" in card and "| synthetic | " in card
+    assert not list((tmp_path / "run").glob("checkpoint-*/README.md"))

@@ -1,4 +1,9 @@
-"""Command line: ``workings build-mix``, ``workings train``, ``workings evaluate``, ``workings ask "…"``."""
+"""The ``workings`` command: build a profile's mix, train it, evaluate it, ask it a question.
+
+Every command runs the profile named by ``--profile``, else ``$WORKINGS_PROFILE``, else ``demo``.
+Inputs and the machine are checked before anything is loaded. An error is one or two lines in the
+command line's own terms (exit 1; 2 for a wrong flag or argument); ``--debug`` shows the traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,32 @@ import sys
 import time
 from pathlib import Path
 
+from workings import __version__
 from workings.config.environment import PROFILE_VARIABLE, profile_name
 from workings.config.loading import load_profile, run_dir
 
+
+class UsageError(Exception):
+    """A flag or argument that cannot be used (exit 2, like argparse's own usage errors)."""
+
+
+def _quiet_libraries() -> None:
+    """No progress bars from transformers (weight loading) and datasets (map, save)."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+# --- commands -------------------------------------------------------------------------------
 
 def build_mix_command(args: argparse.Namespace) -> int:
     from workings.data.mix import build_mix, mix_provenance, save_mix
     from workings.models.loading import load_tokenizer
 
     profile = load_profile(args.profile)
-    out = args.out or run_dir(profile) / "mix"
+    out = Path(args.out) if args.out else run_dir(profile) / "mix"
     start = time.perf_counter()
     mix = build_mix(profile.data, load_tokenizer(profile.model), progress=not args.quiet)
     save_mix(mix, out, mix_provenance(profile.name, profile.data, profile.model.id))
@@ -31,24 +52,40 @@ def build_mix_command(args: argparse.Namespace) -> int:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from workings.train.runs import ensure_profile_mix
+    from workings.train.runs import check_environment, ensure_profile_mix
     from workings.train.sft import train
 
     profile = load_profile(args.profile)
-    mix_dir = args.mix or ensure_profile_mix(profile, progress=not args.quiet)
-    out = args.out or run_dir(profile) / "sft"
+    check_environment(profile)  # before the tokenizer is downloaded to build the mix
+    mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet)
+    out = Path(args.out) if args.out else run_dir(profile) / "sft"
     result = train(profile, mix_dir, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     s = result.summary
-    print(f"{result.adapter_dir}: {s['steps']} steps in {s['seconds']}s, train loss {s['train_loss']:.3f}, "
-          f"held-out loss {s['final_eval_loss']}, {s['tokens_per_second']} tokens/s")
+    if result.already_finished:
+        print(f"{out}: already finished ({s['steps']} of {s['max_steps']} steps); left unchanged "
+              "(--overwrite trains it again)")
+        return 0
+    eval_loss = "n/a" if s["final_eval_loss"] is None else f"{s['final_eval_loss']:.3f}"
+    resumed = f" (resumed from {s['resumed_from']}: {s['steps_this_session']} steps this time)" if s["resumed_from"] else ""
+    print(f"{result.adapter_dir}: {s['steps']} steps{resumed} in {s['seconds']}s, train loss {s['train_loss']:.3f}, "
+          f"held-out loss {eval_loss}, {s['tokens_per_second']:,.0f} tokens/s")
     return 0
 
 
 def ask_command(args: argparse.Namespace) -> int:
     from workings.evaluation.generate import SamplingConfig, ask
-    from workings.models.loading import load_for_inference, load_tokenizer
+    from workings.models.loading import check_adapter, check_machine, load_for_inference, load_tokenizer
 
+    if not args.question.strip():
+        raise UsageError("the question is empty")
+    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
+        raise UsageError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise UsageError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
     profile = load_profile(args.profile)
+    if args.adapter is not None:
+        check_adapter(args.adapter)
+    check_machine(profile)
     tokenizer = load_tokenizer(profile.model)
     model = load_for_inference(profile, args.adapter)
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens or profile.evaluation.max_new_tokens,
@@ -61,67 +98,188 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from workings.data.mix import load_mix
     from workings.evaluation.benchmarks import profile_benchmarks
     from workings.evaluation.predictions import write_predictions
-    from workings.evaluation.runs import default_adapter, run_benchmarks
+    from workings.evaluation.runs import default_adapter, model_label, run_benchmarks
     from workings.evaluation.scoring import summarise_results
-    from workings.report.tables import results_table
+    from workings.models.loading import check_adapter, check_machine
+    from workings.report.tables import markdown_table, results_table
 
     profile = load_profile(args.profile)
+    adapter = Path(args.adapter) if args.adapter else default_adapter(profile)
+    if adapter is not None:  # before the base model spends its time on every benchmark
+        check_adapter(adapter)
+    elif args.tuned_only:
+        raise UsageError(f"--tuned-only needs an adapter: pass --adapter, set evaluation.adapter, or train first "
+                         f"(workings train --profile {args.profile})")
+    check_machine(profile)
     mix_dir = run_dir(profile) / "mix"
     heldout = load_mix(mix_dir)[1] if (mix_dir / "report.json").is_file() else None
     benchmarks = profile_benchmarks(profile, heldout)
-    adapter = args.adapter or default_adapter(profile)
-    models = {"tuned": adapter} if args.tuned_only else {"base": None, "tuned": adapter}
-    if adapter is None:
-        models = {"base": None}
-    out = Path(args.out or run_dir(profile) / "eval")
+    models: dict[str, Path | None] = {} if args.tuned_only else {"base": None}
+    if adapter is not None:
+        models["tuned"] = adapter
+    out = Path(args.out) if args.out else run_dir(profile) / "eval"
     results = {name: run_benchmarks(profile, benchmarks, path, out_dir=out, progress=not args.quiet)
                for name, path in models.items()}
     for name, by_bench in results.items():
+        label = model_label(models[name])
         for bench, scored in by_bench.items():
-            write_predictions(out / "predictions" / name / f"{bench.replace(':', '_')}.jsonl", scored)
-    print(results_table(summarise_results(results)).to_string())
-    print(f"predictions: {out / 'predictions'}")
+            write_predictions(out / "predictions" / label / f"{bench.replace(':', '_')}.jsonl", scored)
+    table = results_table(summarise_results(results))
+    table.to_csv(out / "results.csv")
+    (out / "results.md").write_text(markdown_table(table) + "\n")
+    print(table.to_string())
+    for name, path in models.items():
+        print(f"{name}: {path or profile.model.id} -> predictions in {out / 'predictions' / model_label(path)}")
+    print(f"table: {out / 'results.csv'}, {out / 'results.md'}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def profiles_command(args: argparse.Namespace) -> int:
+    from workings.config.loading import PROFILE_DIR, profile_names
+
+    rows = []
+    for name in profile_names():
+        profile = load_profile(PROFILE_DIR / f"{name}.yaml")
+        rows.append((name, profile.model.id, profile.training.device, profile.description))
+    width = max(len(r[0]) for r in rows)
+    for name, model, device, description in rows:
+        print(f"{name.ljust(width)}  {device:<4}  {model}: {description}")
+    print(f"\nin {PROFILE_DIR}; any YAML file path works too (extends: NAME starts from one of these)")
+    return 0
+
+
+# --- what an interrupt keeps ----------------------------------------------------------------
+
+def _kept_after_interrupt(args: argparse.Namespace) -> str:
+    """One line: what an interrupted command left and how to continue."""
+    if args.command == "train":
+        from workings.train.runs import checkpoints, staging_dir
+
+        profile = load_profile(args.profile)
+        out = Path(args.out) if args.out else run_dir(profile) / "sft"
+        if args.overwrite and staging_dir(out).is_dir():
+            return f"the earlier run in {out} is unchanged; the new run's checkpoints are in {staging_dir(out)}"
+        saved = checkpoints(out)
+        if not saved:
+            return f"no checkpoint was saved yet in {out}; run the same command to start again"
+        return (f"checkpoints are kept in {out} (newest {saved[-1].name}); continue with: "
+                f"workings train --profile {args.profile} --resume")
+    if args.command == "evaluate":
+        return "the replies generated so far are kept under the eval folder; run the same command to continue"
+    if args.command == "build-mix":
+        return "nothing was written; an earlier mix is unchanged"
+    return "nothing was written"
+
+
+def _message(err: BaseException) -> str:
+    """An exception in the command line's own terms."""
+    from workings.config.schema import ProfileError
+    from workings.data.example import DataUnavailable
+    from workings.train.runs import NothingToResume, RunExists, TrainingDiverged
+
+    if isinstance(err, RunExists):
+        return f"{err.out_dir} already holds {err.what}: add --resume to continue it or --overwrite to train again"
+    if isinstance(err, NothingToResume):
+        return f"{err.out_dir}: no checkpoint to resume from; run without --resume to start"
+    if isinstance(err, (ProfileError, DataUnavailable, TrainingDiverged, FileNotFoundError, FileExistsError, UsageError)):
+        return str(err)
+    return f"{type(err).__name__}: {err} (--debug shows where)"
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", default=None,
+                        help=f"profile name or YAML path (default: ${PROFILE_VARIABLE}, else demo)")
+    common.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
     parser = argparse.ArgumentParser(prog="workings", description=__doc__,
-                                     epilog=f"Every command runs the profile named by --profile, else ${PROFILE_VARIABLE}, else demo.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    mix = commands.add_parser("build-mix", help="build the training mix of a profile")
-    mix.add_argument("--profile", default=None, help=f"profile name or YAML path (default: ${PROFILE_VARIABLE} or demo)")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"workings {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mix = commands.add_parser("build-mix", parents=[common], help="build the training mix of a profile")
     mix.add_argument("--out", default=None, help="output folder (default: runs/<profile>/mix)")
-    mix.add_argument("--quiet", action="store_true", help="no progress bars")
     mix.add_argument("--verbose", action="store_true", help="print the drop counts")
     mix.set_defaults(func=build_mix_command)
-    run = commands.add_parser("train", help="fine-tune the profile's model on its mix (SFT with LoRA/QLoRA)")
-    run.add_argument("--profile", default=None, help=f"profile name or YAML path (default: ${PROFILE_VARIABLE} or demo)")
+
+    run = commands.add_parser("train", parents=[common],
+                              help="fine-tune the profile's model on its mix (SFT with LoRA/QLoRA)")
     run.add_argument("--mix", default=None, help="mix folder (default: runs/<profile>/mix, built if missing)")
     run.add_argument("--out", default=None, help="run folder (default: runs/<profile>/sft)")
     again = run.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
-    again.add_argument("--overwrite", action="store_true", help="delete the run folder's checkpoints and start again")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    again.add_argument("--resume", action="store_true",
+                       help="continue from the newest checkpoint in the run folder (a finished run is left as it is)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="train again; the earlier run is replaced only once the new one has finished")
     run.set_defaults(func=train_command)
-    question = commands.add_parser("ask", help="ask one question; prints the reasoning and the answer separately")
+
+    bench = commands.add_parser("evaluate", parents=[common],
+                                help="ask the base and the tuned model every benchmark of the profile")
+    bench.add_argument("--adapter", default=None,
+                       help="adapter folder (default: evaluation.adapter, else runs/<profile>/sft/adapter, else base only)")
+    bench.add_argument("--tuned-only", action="store_true", help="skip the base model")
+    bench.add_argument("--out", default=None, help="output folder (default: runs/<profile>/eval)")
+    bench.set_defaults(func=evaluate_command)
+
+    question = commands.add_parser("ask", parents=[common],
+                                   help="ask one question; prints the reasoning and the answer separately")
     question.add_argument("question", help="the question, in quotes")
     question.add_argument("--adapter", default=None, help="LoRA adapter folder (default: the base model alone)")
-    question.add_argument("--profile", default=None, help=f"profile naming the base model (default: ${PROFILE_VARIABLE} or demo)")
     question.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's evaluation.max_new_tokens")
     question.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     question.add_argument("--seed", type=int, default=0, help="sampling seed")
     question.set_defaults(func=ask_command)
-    bench = commands.add_parser("evaluate", help="ask the base and the tuned model every benchmark of the profile")
-    bench.add_argument("--profile", default=None, help=f"profile name or YAML path (default: ${PROFILE_VARIABLE} or demo)")
-    bench.add_argument("--adapter", default=None, help="adapter folder (default: evaluation.adapter, else runs/<profile>/sft/adapter, else base only)")
-    bench.add_argument("--tuned-only", action="store_true", help="skip the base model")
-    bench.add_argument("--out", default=None, help="output folder (default: runs/<profile>/eval)")
-    bench.add_argument("--quiet", action="store_true", help="no progress bars")
-    bench.set_defaults(func=evaluate_command)
-    args = parser.parse_args(argv)
+
+    listing = commands.add_parser("profiles", help="list the profiles shipped with workings")
+    listing.set_defaults(func=profiles_command, profile=None, quiet=False, debug=False)
+    return parser
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (it may be replaced meanwhile)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _configure_logging(quiet: bool) -> None:
+    """workings' own progress lines to standard error, unless ``--quiet``; other libraries keep theirs."""
+    log = logging.getLogger("workings")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.quiet)
     args.profile = args.profile or profile_name()
-    return args.func(args)
+    try:
+        if args.quiet:
+            _quiet_libraries()
+        return args.func(args)
+    except KeyboardInterrupt:
+        try:
+            kept = _kept_after_interrupt(args)
+        except Exception:  # the profile itself may be what was being fixed
+            kept = "see the output folder for what was written"
+        print(f"workings {args.command}: interrupted; {kept}", file=sys.stderr)
+        return 130
+    except Exception as err:  # every failure becomes one line, unless --debug asks for the traceback
+        if args.debug:
+            raise
+        print(f"workings {args.command}: error: {_message(err)}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
 
 
 if __name__ == "__main__":

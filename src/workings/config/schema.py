@@ -181,7 +181,9 @@ class LoraConfig:
     alpha: float = 64
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(GEMMA_LINEAR_MODULES))
-    save_dtype: str = "bfloat16"  # dtype of the saved adapter file; training keeps float32 adapters
+    # dtype of the saved adapter files, final and checkpoints. Over a quantized base TRL trains the
+    # adapter in bfloat16 (the QLoRA paper's recommendation), so float32 files hold those values exactly.
+    save_dtype: str = "bfloat16"
 
     def validate(self, key: str) -> None:
         _check(self.r > 0, f"{key}.r", f"must be positive, got {self.r}")

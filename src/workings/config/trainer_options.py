@@ -26,6 +26,7 @@ SFT_DEFAULTS: dict[str, Any] = {
     "eval_strategy": "steps",
     "save_strategy": "steps",
     "dataloader_num_workers": 0,
+    "logging_first_step": True,  # the divergence guard sees the loss from the first step on
 }
 # What a run decides itself, and why a profile cannot set it.
 SFT_SET_BY_RUN: dict[str, str] = {

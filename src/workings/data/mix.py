@@ -32,10 +32,10 @@ from tqdm import tqdm
 
 from workings.core.chat import prompt_completion
 from workings.data.dedup import NgramIndex, near_duplicate_pairs, normalise
-from workings.data.example import Example, Unusable
+from workings.data.example import DataUnavailable, Example, Unusable
 from workings.data.sources import convert, load_rows
 from workings.data.synthetic import generate_synthetic
-from workings.files import json_digest, module_digests, write_folder
+from workings.files import file_digest, json_digest, module_digests, write_folder
 
 if TYPE_CHECKING:  # the profile's types; data sits below config and reads them by attribute only
     from workings.config.schema import DataConfig, EvalSetSpec, Origin
@@ -302,6 +302,18 @@ def cap_and_weight(candidates: dict[str, list[_Fitted]], config: DataConfig, cou
     return train
 
 
+def check_every_source_contributes(config: DataConfig, counts: Counts) -> None:
+    """A source that gives the mix no row at all is a mistake (a wrong path, an empty file, another
+    dataset's schema): fail, naming the source, where its rows came from and why each was dropped."""
+    for spec in config.sources:
+        c = counts[spec.name]
+        if c.train_rows + c.heldout == 0:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(c.dropped.items(), key=lambda kv: -kv[1]))
+            raise DataUnavailable(
+                f"source {spec.name!r} ({describe_origin(spec)}) gives the mix no rows: "
+                f"{c.rows_in} read" + (f"; dropped: {reasons}" if reasons else ""))
+
+
 def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> Mix:
     """Run every stage on the profile's sources; see the module docstring."""
     counts = {spec.name: SourceCounts() for spec in config.sources}
@@ -314,6 +326,7 @@ def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> M
     rng = random.Random(config.seed)  # one stream: the held-out draw, then the shuffles
     heldout, candidates = split_heldout(groups, config, cleaner, rng, eval_sizes)
     train = cap_and_weight(candidates, config, counts, rng)
+    check_every_source_contributes(config, counts)
     report = {
         "seed": config.seed,
         "max_length": config.max_length,
@@ -395,9 +408,12 @@ MIX_MODULES = ("data.mix", "data.dedup", "data.sources", "data.example", "data.s
 
 
 def mix_provenance(name: str, data: DataConfig, model_id: str) -> dict[str, Any]:
-    """What a saved mix was built from: the profile, its model, and a key over the data
-    settings and the curation code (see :func:`ensure_mix`)."""
-    key = json_digest({"data": asdict(data), "model": model_id, "code": module_digests(*MIX_MODULES)}, 16)
+    """What a saved mix was built from: the profile, its model, and a key over the data settings
+    (Hub revisions included), the content of local source files and the curation code (see
+    :func:`ensure_mix`)."""
+    files = {spec.path: file_digest(spec.path) for spec in [*data.sources, *data.eval_sets]
+             if spec.path is not None and Path(spec.path).is_file()}  # an edit in place rebuilds the mix
+    key = json_digest({"data": asdict(data), "model": model_id, "code": module_digests(*MIX_MODULES), "files": files}, 16)
     return {"profile": name, "model": model_id, "data_key": key}
 
 

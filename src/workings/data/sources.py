@@ -20,12 +20,12 @@ from workings.files import read_jsonl
 
 def _field(row: Mapping[str, Any], name: str) -> str:
     if name not in row:
-        raise Unusable("missing_field", f"no field {name!r} (fields: {sorted(row)})")
+        raise Unusable(f"missing_field:{name}", f"no field {name!r} (fields: {sorted(row)})")
     value = row[name]
     if not isinstance(value, str):
-        raise Unusable("bad_field", f"field {name!r} is {type(value).__name__}, not str")
+        raise Unusable(f"bad_field:{name}", f"field {name!r} is {type(value).__name__}, not str")
     if not value.strip():
-        raise Unusable("empty_field", f"field {name!r} is empty")
+        raise Unusable(f"empty_field:{name}", f"field {name!r} is empty")
     return value.strip()
 
 
@@ -70,7 +70,7 @@ def _split_r1_trace(text: str) -> tuple[str, str]:
 def _conversation(row: Mapping[str, Any]) -> tuple[str, str]:
     turns = row.get("conversations")
     if not isinstance(turns, list) or not turns:
-        raise Unusable("missing_field", "no 'conversations' list")
+        raise Unusable("missing_field:conversations", "no 'conversations' list")
     user = [t.get("value", "") for t in turns if isinstance(t, Mapping) and t.get("from") == "user"]
     assistant = [t.get("value", "") for t in turns if isinstance(t, Mapping) and t.get("from") == "assistant"]
     if len(user) != 1 or len(assistant) != 1:

@@ -80,6 +80,16 @@ def model_settings(profile: Profile, adapter: str | Path | None = None) -> dict[
     return settings
 
 
+def model_label(adapter: str | Path | None) -> str:
+    """A name for the model that answered, for folders of its outputs: ``base``, or the adapter's
+    folder (its run's name when the folder is called ``adapter``) and the digest of its weights."""
+    if adapter is None:
+        return "base"
+    folder = Path(adapter)
+    name = folder.parent.name if folder.name == "adapter" else folder.name
+    return f"{name}-{file_digest(folder / 'adapter_model.safetensors')[:8]}"
+
+
 def _complete(path: Path, ids: list[str]) -> list[Scored] | None:
     """The scored records of a finished benchmark run, when every question was answered."""
     scored = scored_path(path)

@@ -61,6 +61,42 @@ def load_tokenizer(model: ModelConfig) -> Any:
         raise _hub_error(model, "tokenizer", err) from err
 
 
+def check_machine(profile: Profile) -> None:
+    """Fail before anything is downloaded or loaded when this machine cannot load the profile's
+    model as written: a CUDA profile without CUDA, or a quantized one without bitsandbytes."""
+    import torch
+
+    from workings.config.schema import ProfileError
+
+    where = str(profile.path or profile.name)
+    if profile.training.device == "cuda" and not torch.cuda.is_available():
+        raise ProfileError(
+            f"{where}: training.device: cuda, but this machine has no CUDA device "
+            f"(torch {torch.__version__}); run a cpu profile such as demo, or a GPU machine")
+    if profile.quantization is not None:
+        try:
+            import bitsandbytes
+        except ImportError as err:
+            raise ProfileError(f"{where}: quantization: needs bitsandbytes, which does not import ({err})") from None
+        if profile.training.device == "cpu":
+            major, minor = (int(x) for x in bitsandbytes.__version__.split(".")[:2])
+            if (major, minor) < (0, 46):
+                raise ProfileError(
+                    f"{where}: quantization: 4-bit on cpu needs bitsandbytes >= 0.46 "
+                    f"(found {bitsandbytes.__version__}); upgrade it or remove the quantization section")
+
+
+def check_adapter(adapter: str | Path) -> Path:
+    """A LoRA adapter folder as training saves it, checked before any model is loaded."""
+    folder = Path(adapter)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such adapter folder")
+    missing = [name for name in ("adapter_config.json", "adapter_model.safetensors") if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: no {' or '.join(missing)}; is this a LoRA adapter folder?")
+    return folder
+
+
 def device_of(profile: Profile) -> str:
     return "cuda:0" if profile.training.device == "cuda" else "cpu"
 

@@ -11,6 +11,16 @@ import pandas as pd
 from workings.config.schema import Profile
 
 
+def markdown_table(table: pd.DataFrame) -> str:
+    """A frame as a GitHub-flavoured Markdown table (index levels as the first columns)."""
+    flat = table.reset_index()
+    cells = [[str(c) for c in flat.columns]] + [["" if pd.isna(v) else str(v) for v in row] for row in flat.itertuples(index=False)]
+    escape = [[c.replace("|", "\\|") for c in row] for row in cells]
+    lines = ["| " + " | ".join(escape[0]) + " |", "|" + "---|" * len(escape[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in escape[1:]]
+    return "\n".join(lines)
+
+
 def label(profile: Profile) -> str:
     """One line naming what produced a result: profile, model and data sources."""
     sources = ", ".join(s.name for s in profile.data.sources)

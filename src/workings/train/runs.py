@@ -25,29 +25,18 @@ def _where(profile: Profile) -> str:
 
 
 def check_environment(profile: Profile) -> None:
-    """Fail before any model is loaded when the machine cannot run the profile as written."""
-    import torch
+    """Fail before any model is loaded when the machine cannot train the profile as written."""
+    from workings.models.loading import check_machine
 
-    t = profile.training
-    optim = getattr(profile.sft_args().optim, "value", profile.sft_args().optim)
-    if t.device == "cuda" and not torch.cuda.is_available():
-        raise ProfileError(
-            f"{_where(profile)}: training.device: cuda, but this machine has no CUDA device "
-            f"(torch {torch.__version__}); run a cpu profile such as demo, or a GPU machine")
-    needs_bnb = profile.quantization is not None or "bnb" in optim or "paged" in optim or "8bit" in optim
-    if needs_bnb:
+    check_machine(profile)
+    sft = profile.sft_args()
+    optim = getattr(sft.optim, "value", sft.optim)
+    if "bnb" in optim or "paged" in optim or "8bit" in optim:
         try:
-            import bitsandbytes
+            import bitsandbytes  # noqa: F401
         except ImportError as err:
-            key = "quantization" if profile.quantization is not None else "sft.optim"
-            raise ProfileError(f"{_where(profile)}: {key}: needs bitsandbytes, which does not import ({err})") from None
-        if profile.quantization is not None and t.device == "cpu":
-            major, minor = (int(x) for x in bitsandbytes.__version__.split(".")[:2])
-            if (major, minor) < (0, 46):
-                raise ProfileError(
-                    f"{_where(profile)}: quantization: 4-bit on cpu needs bitsandbytes >= 0.46 "
-                    f"(found {bitsandbytes.__version__}); upgrade it or remove the quantization section")
-    if profile.sft_args().packing:
+            raise ProfileError(f"{_where(profile)}: sft.optim: {optim} needs bitsandbytes, which does not import ({err})") from None
+    if sft.packing:
         import importlib.util
 
         if importlib.util.find_spec("flash_attn") is None:
@@ -79,6 +68,7 @@ class TrainResult:
     seconds: float
     log_history: list[dict[str, Any]]
     summary: dict[str, Any]
+    already_finished: bool = False  # asked to resume a run that had finished: nothing was trained
 
 
 def save_adapter(model: Any, tokenizer: Any, out_dir: Path, dtype: str) -> Path:
@@ -105,35 +95,163 @@ def checkpoints(out_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
-def divergence_guard(factor: float) -> Any:
-    """A callback that stops training with :class:`TrainingDiverged` on a NaN/inf or exploding loss."""
+# A loss this many times a uniform guess over the vocabulary (ln V) is a model that knows less than
+# nothing: even a randomly initialised one starts near 1x.
+WORSE_THAN_UNIFORM = 1.5
+
+
+def last_good_checkpoint(out_dir: str | Path) -> str:
+    saved = checkpoints(out_dir)
+    return f"; the last good checkpoint is {saved[-1]}" if saved else "; no checkpoint was saved before it"
+
+
+def check_loss(name: str, loss: float, step: int, *, vocab_size: int | None, best: float | None, factor: float,
+               out_dir: str | Path) -> None:
+    """Raise :class:`TrainingDiverged` if ``loss`` is not finite, worse than a uniform guess over the
+    vocabulary (by :data:`WORSE_THAN_UNIFORM`), or more than ``factor`` times the best so far."""
+    checkpoint = last_good_checkpoint(out_dir)
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"{name} became {loss} at step {step}{checkpoint}. "
+            "Lower sft.learning_rate, check sft.max_grad_norm, or look for broken rows in the mix.")
+    if vocab_size:
+        uniform = math.log(vocab_size)
+        if loss > WORSE_THAN_UNIFORM * uniform:
+            raise TrainingDiverged(
+                f"{name} is {loss:.3f} at step {step}, worse than a uniform guess over the {vocab_size:,}-token "
+                f"vocabulary (ln {vocab_size} = {uniform:.2f}){checkpoint}. Lower sft.learning_rate.")
+    if best is not None and loss > factor * best:
+        raise TrainingDiverged(
+            f"{name} exploded at step {step}: {loss:.3f} is more than {factor}x the best logged so far "
+            f"({best:.3f}){checkpoint}. Lower sft.learning_rate or raise sft.warmup_steps.")
+
+
+def divergence_guard(factor: float, vocab_size: int | None = None) -> Any:
+    """A callback that stops training with :class:`TrainingDiverged` when the training or held-out
+    loss turns NaN or infinite, worse than uniform, or climbs past ``factor`` times its best; and,
+    between logs, as soon as a trainable weight is no longer finite."""
     from transformers import TrainerCallback
 
     class DivergenceGuard(TrainerCallback):
         def __init__(self) -> None:
-            self.first: float | None = None
+            self.best: dict[str, float] = {}
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            loss = (logs or {}).get("loss")
-            if loss is None:
+            for key, name in (("loss", "training loss"), ("eval_loss", "held-out loss")):
+                loss = (logs or {}).get(key)
+                if loss is None:
+                    continue
+                check_loss(name, loss, state.global_step, vocab_size=vocab_size, best=self.best.get(key),
+                           factor=factor, out_dir=args.output_dir)
+                self.best[key] = min(loss, self.best.get(key, loss))
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            if model is None:
                 return
-            step = state.global_step
-            saved = checkpoints(args.output_dir)
-            checkpoint = f"; the last good checkpoint is {saved[-1]}" if saved else ""
-            if not math.isfinite(loss):
+            import torch
+
+            with torch.no_grad():
+                broken = next((n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()), None)
+            if broken is not None:
                 raise TrainingDiverged(
-                    f"training loss became {loss} at step {step}{checkpoint}. "
-                    "Lower sft.learning_rate, check sft.max_grad_norm, or look for broken rows in the mix.")
-            if self.first is None:
-                self.first = loss
-            elif loss > factor * self.first:
-                raise TrainingDiverged(
-                    f"training loss exploded at step {step}: {loss:.3f} is more than {factor}x the first logged "
-                    f"loss ({self.first:.3f}){checkpoint}. Lower sft.learning_rate or raise sft.warmup_steps.")
+                    f"weight {broken} is no longer finite after step {state.global_step}{last_good_checkpoint(args.output_dir)}. "
+                    "Lower sft.learning_rate or check sft.max_grad_norm.")
 
     return DivergenceGuard()
 
 
+def adapter_dtype_on_save(dtype: str) -> Any:
+    """A callback that rewrites each checkpoint's adapter weights in ``dtype`` (the profile's
+    ``lora.save_dtype``) and removes the model cards PEFT and TRL write with it, which know nothing
+    of the run ("a fine-tuned version of [None]"); the run's own card is written when it finishes."""
+    from transformers import TrainerCallback
+
+    class AdapterDtype(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            cast_adapter_file(folder / "adapter_model.safetensors", dtype)
+            for card in (folder / "README.md", Path(args.output_dir) / "README.md"):  # PEFT's and TRL's
+                card.unlink(missing_ok=True)
+
+    return AdapterDtype()
+
+
+def cast_adapter_file(path: Path, dtype: str) -> None:
+    """Rewrite a safetensors file with every tensor in ``dtype`` (no-op when it already is)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if not path.is_file():
+        return
+    tensors = load_file(str(path))
+    target = getattr(torch, dtype)
+    if all(t.dtype == target for t in tensors.values()):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.to(target).contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path)
+
+
+class RunExists(FileExistsError):
+    """A run folder already holds a run, and neither resuming nor overwriting it was asked for."""
+
+    def __init__(self, out_dir: Path, what: str):
+        super().__init__(f"{out_dir} already holds {what}: resume it or overwrite it")
+        self.out_dir, self.what = out_dir, what
+
+
+class NothingToResume(FileNotFoundError):
+    def __init__(self, out_dir: Path):
+        super().__init__(f"{out_dir}: no checkpoint-* folder to resume from")
+        self.out_dir = out_dir
+
+
+def run_contents(out_dir: Path) -> str | None:
+    """What a run folder holds that a new run would replace (its newest checkpoint, a finished
+    run's summary or adapter), or None when it holds none of these."""
+    saved = checkpoints(out_dir)
+    if saved:
+        return saved[-1].name
+    for name in ("run.json", "adapter"):
+        if (out_dir / name).exists():
+            return name
+    return None
+
+
+def staging_dir(out_dir: Path) -> Path:
+    """Where an overwriting run trains until it has finished: beside ``out_dir``, hidden."""
+    return out_dir.with_name(f".{out_dir.name}-overwrite")
+
+
+def swap_in(new: Path, out_dir: Path) -> None:
+    """Put the finished run ``new`` in ``out_dir``'s place, removing the earlier run only then."""
+    import shutil
+
+    old = out_dir.with_name(f".{out_dir.name}-replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    new.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def whole_run_loss(history: list[dict[str, Any]], resumed_at: int, steps: int, loss_this_call: float) -> float:
+    """Mean training loss over all ``steps`` of a run resumed at step ``resumed_at``.
+
+    The trainer's own ``training_loss`` covers only the steps of the call that finished. The steps
+    before ``resumed_at`` are read from the logged losses (each a mean over its logging interval);
+    steps between the last log and the checkpoint, if any, count at the last logged mean.
+    """
+    if resumed_at <= 0:
+        return loss_this_call
+    total, last_step, last_loss = 0.0, 0, None
+    for entry in history:
+        if "loss" in entry and "step" in entry and entry["step"] <= resumed_at:
+            total += entry["loss"] * (entry["step"] - last_step)
+            last_step, last_loss = entry["step"], entry["loss"]
+    if last_loss is not None:
+        total += last_loss * (resumed_at - last_step)
+    return (total + loss_this_call * (steps - resumed_at)) / steps
 
 
 def ensure_profile_mix(profile: Profile, *, progress: bool = True) -> Path:

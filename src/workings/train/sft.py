@@ -13,6 +13,8 @@ model never sees one after a turn in chat).
 from __future__ import annotations
 
 import json
+import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -21,8 +23,11 @@ from typing import Any
 from workings.config.loading import run_dir
 from workings.config.schema import Profile, ProfileError
 from workings.core.chat import END_OF_TURN
-from workings.train.runs import (TrainResult, check_environment, check_mix, checkpoints, divergence_guard,
-                                 ensure_profile_mix, save_adapter)
+from workings.train.runs import (NothingToResume, RunExists, TrainingDiverged, TrainResult, adapter_dtype_on_save,
+                                 check_environment, check_loss, check_mix, checkpoints, divergence_guard,
+                                 ensure_profile_mix, run_contents, save_adapter, staging_dir, swap_in, whole_run_loss)
+
+log = logging.getLogger(__name__)
 
 
 def training_rows(rows: Any, tokenizer: Any) -> Any:
@@ -107,7 +112,8 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
             train_dataset=training_rows(train_rows, tokenizer),
             eval_dataset=training_rows(heldout_rows, tokenizer) if len(heldout_rows) else None,
             processing_class=tokenizer,
-            callbacks=[divergence_guard(profile.training.divergence_factor), tensorboard, *(callbacks or [])],
+            callbacks=[divergence_guard(profile.training.divergence_factor, len(tokenizer)),
+                       adapter_dtype_on_save(profile.lora.save_dtype), tensorboard, *(callbacks or [])],
         )
     finally:
         if bars:
@@ -117,45 +123,128 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
     return trainer
 
 
+def finished_run(out_dir: Path, profile: Profile) -> TrainResult | None:
+    """The run in ``out_dir`` if it finished with the profile's current trainer settings, else None."""
+    summary_file = out_dir / "run.json"
+    if not summary_file.is_file() or not (out_dir / "adapter").is_dir():
+        return None
+    summary = json.loads(summary_file.read_text())
+    if summary.get("sft") != profile.sft or summary.get("steps", 0) < summary.get("max_steps", math.inf):
+        return None
+    state = json.loads((out_dir / "trainer_state.json").read_text()) if (out_dir / "trainer_state.json").is_file() else {}
+    return TrainResult(out_dir, out_dir / "adapter", summary["steps"], summary.get("seconds", 0.0),
+                       state.get("log_history", []), summary, already_finished=True)
+
+
 def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
           overwrite: bool = False, progress: bool = True, callbacks: list[Any] | None = None) -> TrainResult:
     """Fine-tune the profile's model on the mix in ``mix_dir``; write checkpoints, logs and ``adapter/`` to ``out_dir``.
 
-    ``resume`` continues from the newest checkpoint in ``out_dir``. A folder that already
-    holds checkpoints is never trained over unless ``resume`` or ``overwrite`` says so.
+    ``resume`` continues from the newest checkpoint in ``out_dir``; a run that already finished
+    with the same settings is returned as it is, unchanged. A folder that already holds a run is
+    never trained over unless ``resume`` or ``overwrite`` says so; with ``overwrite`` the new run
+    trains beside it and replaces it only once it has finished, so a failure or an interrupt
+    leaves the earlier result in place.
     """
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other")
     out_dir = Path(out_dir)
     existing = checkpoints(out_dir)
-    if resume and not existing:
-        raise FileNotFoundError(f"{out_dir}: no checkpoint-* folder to resume from")
-    if existing and not (resume or overwrite):
-        raise FileExistsError(
-            f"{out_dir} already holds {existing[-1].name}: pass resume=True to continue it "
-            "or overwrite=True to start again (which deletes it)")
-    if overwrite and not resume and out_dir.is_dir():
-        shutil.rmtree(out_dir)
-    trainer = build_trainer(profile, mix_dir, out_dir, progress=progress, callbacks=callbacks)
+    if resume:
+        done = finished_run(out_dir, profile)
+        if done is not None:
+            log.info("%s: finished (%d steps); left unchanged", out_dir, done.steps)
+            return done
+        if not existing:
+            raise NothingToResume(out_dir)
+    held = run_contents(out_dir)
+    if held is not None and not (resume or overwrite):
+        raise RunExists(out_dir, held)
+    work_dir = staging_dir(out_dir) if (overwrite and held is not None) else out_dir
+    if work_dir != out_dir or (overwrite and out_dir.is_dir()):
+        shutil.rmtree(work_dir, ignore_errors=True)  # a stale staging folder, or an empty run folder
+    resumed_from = existing[-1] if resume else None
+    trainer = build_trainer(profile, mix_dir, work_dir, progress=progress, callbacks=callbacks)
     start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=str(existing[-1]) if resume else None)
+    output = trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
     seconds = time.perf_counter() - start
-    trainer.save_state()  # trainer_state.json at the top of out_dir
-    adapter_dir = save_adapter(trainer.model, trainer.processing_class, out_dir / "adapter", profile.lora.save_dtype)
-    history = trainer.state.log_history
-    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    state = trainer.state
+    resumed_at = int(resumed_from.name.split("-")[-1]) if resumed_from else 0
+    train_loss = whole_run_loss(state.log_history, resumed_at, state.global_step, output.training_loss)
+    # A run shorter than one logging interval is judged here, on its mean loss.
+    check_loss("training loss", train_loss, state.global_step, vocab_size=len(trainer.processing_class),
+               best=None, factor=profile.training.divergence_factor, out_dir=work_dir)
+    trainer.save_state()  # trainer_state.json at the top of the run folder
+    save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype)
+    evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
+    tokens_before = _tokens_seen(resumed_from)
     summary = {
         "profile": profile.name,
         "model": profile.model.id,
         "mix": str(mix_dir),
-        "steps": trainer.state.global_step,
-        "seconds": round(seconds, 1),
-        "train_loss": output.training_loss,
+        "steps": state.global_step,
+        "max_steps": state.max_steps,
+        "train_loss": train_loss,
         "final_eval_loss": evals[-1] if evals else None,
-        "tokens_seen": trainer.state.num_input_tokens_seen,
-        "tokens_per_second": round(trainer.state.num_input_tokens_seen / seconds, 1) if seconds else None,
-        "resumed_from": existing[-1].name if resume else None,
+        "tokens_seen": state.num_input_tokens_seen,
+        "resumed_from": resumed_from.name if resumed_from else None,
+        # the time and speed of this session (a resumed run's earlier sessions are not timed here)
+        "seconds": round(seconds, 1),
+        "steps_this_session": state.global_step - resumed_at,
+        "tokens_per_second": round((state.num_input_tokens_seen - tokens_before) / seconds, 1) if seconds else None,
+        "sft": profile.sft,
     }
-    (out_dir / "run.json").write_text(json.dumps(summary, indent=1))
-    return TrainResult(out_dir, adapter_dir, trainer.state.global_step, seconds, history, summary)
+    (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
+    (work_dir / "README.md").write_text(run_card(profile, summary, mix_dir))
+    if work_dir != out_dir:
+        swap_in(work_dir, out_dir)
+    return TrainResult(out_dir, out_dir / "adapter", state.global_step, seconds, state.log_history, summary)
+
+
+def _tokens_seen(checkpoint: Path | None) -> int:
+    if checkpoint is None or not (checkpoint / "trainer_state.json").is_file():
+        return 0
+    return int(json.loads((checkpoint / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0))
+
+
+def run_card(profile: Profile, summary: dict[str, Any], mix_dir: str | Path) -> str:
+    """The run folder's README: what was trained, on what, how, and what came out, from the run's own files."""
+    report_file = Path(mix_dir) / "report.json"
+    sources = json.loads(report_file.read_text())["sources"] if report_file.is_file() else {}
+    q = profile.quantization
+    base = f"{q.bits}-bit {q.quant_type}{' (double quantization)' if q.double_quant else ''}" if q else profile.model.dtype
+    rows = "\n".join(f"| {name} | {s['train_rows']} | {s['heldout']} |" for name, s in sources.items())
+    options = "\n".join(f"- `{k}`: {v}" for k, v in sorted(profile.sft.items()))
+    eval_loss = summary["final_eval_loss"]
+    return f"""# SFT run of profile `{profile.name}`
+
+LoRA adapter (`adapter/`) for `{profile.model.id}`{f' at revision {profile.model.revision}' if profile.model.revision else ''},
+trained by workings with TRL's `SFTTrainer` to answer as `<reasoning>…</reasoning><answer>…</answer>`.
+
+- Base: {base}; LoRA r={profile.lora.r}, alpha={profile.lora.alpha:g}, dropout={profile.lora.dropout:g} on
+  {', '.join(profile.lora.target_modules)}; adapter saved in {profile.lora.save_dtype}.
+- Steps: {summary['steps']} of {summary['max_steps']}; mean training loss {summary['train_loss']:.4f};
+  last held-out loss {'n/a' if eval_loss is None else f'{eval_loss:.4f}'}; {summary['tokens_seen']:,} tokens seen.
+
+## Data (`{mix_dir}`)
+
+| source | training rows | held out |
+| --- | --- | --- |
+{rows}
+
+## Trainer options (`sft:` of the profile, over the project's defaults)
+
+{options}
+
+## Loading
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{profile.model.id}"), "adapter")
+```
+"""
 
 
 def run_profile(profile: Profile, *, progress: bool = True) -> TrainResult:
