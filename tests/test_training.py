@@ -203,10 +203,16 @@ def test_divergence_guard_stops_on_nan(tmp_path):
         guard_logs([2.0, 1.5, math.nan], tmp_path)
 
 
-def test_divergence_guard_stops_when_loss_climbs_past_four_times_its_best(tmp_path):
-    guard_logs([2.0, 1.0, 3.9], tmp_path)  # below 4x the best (1.0): fine
-    with pytest.raises(TrainingDiverged, match=r"training loss exploded at step 3: 4\.100 is more than 4\.0x the best logged so far \(1\.000\)"):
-        guard_logs([2.0, 1.0, 4.1], tmp_path)
+def test_divergence_guard_stops_when_loss_passes_four_times_the_first(tmp_path):
+    guard_logs([2.0, 0.1, 0.6, 7.9], tmp_path)  # a noisy log 6x the best is not divergence; below 4x the first: fine
+    with pytest.raises(TrainingDiverged, match=r"training loss exploded at step 2: 8\.100 is more than 4\.0x the first logged \(2\.000\)"):
+        guard_logs([2.0, 8.1], tmp_path)
+
+
+def test_divergence_guard_stops_a_held_out_loss_that_climbs_past_four_times_its_best(tmp_path):
+    guard_logs([1.0, 0.2, 0.79], tmp_path, key="eval_loss")
+    with pytest.raises(TrainingDiverged, match=r"held-out loss exploded at step 3: 0\.810 is more than 4\.0x the best held-out loss so far \(0\.200\)"):
+        guard_logs([1.0, 0.2, 0.81], tmp_path, key="eval_loss")
 
 
 def test_divergence_guard_stops_a_held_out_loss_worse_than_a_uniform_guess(tmp_path):
@@ -247,7 +253,7 @@ def test_a_run_whose_mean_loss_is_worse_than_uniform_fails_instead_of_reporting_
     import workings.train.sft
 
     monkeypatch.setattr(workings.train.sft, "whole_run_loss", lambda *args: 12.7)
-    with pytest.raises(TrainingDiverged, match=r"training loss is 12\.700 at step 6, worse than a uniform guess"):
+    with pytest.raises(TrainingDiverged, match=r"mean training loss is 12\.700 at step 6, worse than a uniform guess"):
         train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "run.json").exists() and not (tmp_path / "run" / "adapter").exists()
 

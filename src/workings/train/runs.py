@@ -105,10 +105,10 @@ def last_good_checkpoint(out_dir: str | Path) -> str:
     return f"; the last good checkpoint is {saved[-1]}" if saved else "; no checkpoint was saved before it"
 
 
-def check_loss(name: str, loss: float, step: int, *, vocab_size: int | None, best: float | None, factor: float,
-               out_dir: str | Path) -> None:
+def check_loss(name: str, loss: float, step: int, *, vocab_size: int | None, reference: float | None, factor: float,
+               out_dir: str | Path, reference_name: str = "the first logged") -> None:
     """Raise :class:`TrainingDiverged` if ``loss`` is not finite, worse than a uniform guess over the
-    vocabulary (by :data:`WORSE_THAN_UNIFORM`), or more than ``factor`` times the best so far."""
+    vocabulary (by :data:`WORSE_THAN_UNIFORM`), or more than ``factor`` times ``reference``."""
     checkpoint = last_good_checkpoint(out_dir)
     if not math.isfinite(loss):
         raise TrainingDiverged(
@@ -120,30 +120,36 @@ def check_loss(name: str, loss: float, step: int, *, vocab_size: int | None, bes
             raise TrainingDiverged(
                 f"{name} is {loss:.3f} at step {step}, worse than a uniform guess over the {vocab_size:,}-token "
                 f"vocabulary (ln {vocab_size} = {uniform:.2f}){checkpoint}. Lower sft.learning_rate.")
-    if best is not None and loss > factor * best:
+    if reference is not None and loss > factor * reference:
         raise TrainingDiverged(
-            f"{name} exploded at step {step}: {loss:.3f} is more than {factor}x the best logged so far "
-            f"({best:.3f}){checkpoint}. Lower sft.learning_rate or raise sft.warmup_steps.")
+            f"{name} exploded at step {step}: {loss:.3f} is more than {factor}x {reference_name} "
+            f"({reference:.3f}){checkpoint}. Lower sft.learning_rate or raise sft.warmup_steps.")
 
 
 def divergence_guard(factor: float, vocab_size: int | None = None) -> Any:
-    """A callback that stops training with :class:`TrainingDiverged` when the training or held-out
-    loss turns NaN or infinite, worse than uniform, or climbs past ``factor`` times its best; and,
-    between logs, as soon as a trainable weight is no longer finite."""
+    """A callback that stops training with :class:`TrainingDiverged` when a loss turns NaN or infinite
+    or worse than uniform, when the training loss passes ``factor`` times its first logged value or
+    the held-out loss ``factor`` times its best (one training log is a mean over a few batches, too
+    noisy to compare with its own best), and, between logs, as soon as a trainable weight is no
+    longer finite."""
     from transformers import TrainerCallback
 
     class DivergenceGuard(TrainerCallback):
         def __init__(self) -> None:
-            self.best: dict[str, float] = {}
+            self.first_train: float | None = None
+            self.best_eval: float | None = None
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            for key, name in (("loss", "training loss"), ("eval_loss", "held-out loss")):
-                loss = (logs or {}).get(key)
-                if loss is None:
-                    continue
-                check_loss(name, loss, state.global_step, vocab_size=vocab_size, best=self.best.get(key),
-                           factor=factor, out_dir=args.output_dir)
-                self.best[key] = min(loss, self.best.get(key, loss))
+            logs = logs or {}
+            if "loss" in logs:
+                check_loss("training loss", logs["loss"], state.global_step, vocab_size=vocab_size,
+                           reference=self.first_train, factor=factor, out_dir=args.output_dir)
+                self.first_train = logs["loss"] if self.first_train is None else self.first_train
+            if "eval_loss" in logs:
+                check_loss("held-out loss", logs["eval_loss"], state.global_step, vocab_size=vocab_size,
+                           reference=self.best_eval, factor=factor, out_dir=args.output_dir,
+                           reference_name="the best held-out loss so far")
+                self.best_eval = min(logs["eval_loss"], self.best_eval or logs["eval_loss"])
 
         def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
             if model is None:

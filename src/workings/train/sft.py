@@ -172,8 +172,8 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
     resumed_at = int(resumed_from.name.split("-")[-1]) if resumed_from else 0
     train_loss = whole_run_loss(state.log_history, resumed_at, state.global_step, output.training_loss)
     # A run shorter than one logging interval is judged here, on its mean loss.
-    check_loss("training loss", train_loss, state.global_step, vocab_size=len(trainer.processing_class),
-               best=None, factor=profile.training.divergence_factor, out_dir=work_dir)
+    check_loss("mean training loss", train_loss, state.global_step, vocab_size=len(trainer.processing_class),
+               reference=None, factor=profile.training.divergence_factor, out_dir=work_dir)
     trainer.save_state()  # trainer_state.json at the top of the run folder
     save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype)
     evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
@@ -192,6 +192,7 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
         "seconds": round(seconds, 1),
         "steps_this_session": state.global_step - resumed_at,
         "tokens_per_second": round((state.num_input_tokens_seen - tokens_before) / seconds, 1) if seconds else None,
+        **peak_memory(),
         "sft": profile.sft,
     }
     (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
@@ -199,6 +200,19 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
     if work_dir != out_dir:
         swap_in(work_dir, out_dir)
     return TrainResult(out_dir, out_dir / "adapter", state.global_step, seconds, state.log_history, summary)
+
+
+def peak_memory() -> dict[str, Any]:
+    """The peak memory of training so far: the GPU's peak allocation on CUDA, else this process's
+    peak resident memory (which counts everything the process holds, not training alone)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return {"peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "peak_memory_of": "GPU (allocated)"}
+    import resource
+
+    return {"peak_memory_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "peak_memory_of": "process (resident)"}
 
 
 def _tokens_seen(checkpoint: Path | None) -> int:
