@@ -17,9 +17,9 @@ def length_histogram(lengths_by_source: Mapping[str, Sequence[int]], max_length:
     import matplotlib.pyplot as plt
 
     names = [n for n, v in lengths_by_source.items() if len(v)]
-    ncols = min(4, len(names))
+    ncols = min(3, len(names))
     nrows = -(-len(names) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.0, 1.9 * nrows + 0.5), squeeze=False, sharex=True)
     top = max(max_length, *(max(lengths_by_source[n]) for n in names))
     bins = [top * i / 40 for i in range(41)]  # the same bins in every panel
     for ax in axes.flat[len(names):]:
@@ -27,12 +27,11 @@ def length_histogram(lengths_by_source: Mapping[str, Sequence[int]], max_length:
     for ax, name in zip(axes.flat, names):
         ax.hist(lengths_by_source[name], bins=bins, color="#4c72b0")
         ax.axvline(max_length, color="#c44e52", linestyle="--", linewidth=1)
-        ax.set_title(f"{name} (n={len(lengths_by_source[name])})", fontsize=9)
-        ax.set_xlabel("tokens", fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_title(f"{name} (n={len(lengths_by_source[name])})")
+        ax.set_xlabel("tokens")
     for row in axes:
-        row[0].set_ylabel("rows", fontsize=8)
-    fig.suptitle(title, fontsize=9)
+        row[0].set_ylabel("rows")
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -42,7 +41,7 @@ def memory_plot(estimates: Sequence[Any], limit_gib: float | None, title: str) -
     import matplotlib.pyplot as plt
 
     table = memory_table(estimates).drop(columns="total")
-    fig, ax = plt.subplots(figsize=(6.4, 2.8))
+    fig, ax = plt.subplots(figsize=(7.0, 3.0))
     left = pd.Series(0.0, index=table.index)
     colours = ["#4c72b0", "#55a868", "#8172b2", "#ccb974", "#c44e52", "#64b5cd"]
     for colour, column in zip(colours, table.columns):
@@ -50,11 +49,11 @@ def memory_plot(estimates: Sequence[Any], limit_gib: float | None, title: str) -
         left += table[column]
     if limit_gib is not None:
         ax.axvline(limit_gib, color="black", linestyle="--", linewidth=1)
-        ax.text(limit_gib, -0.6, f" {limit_gib:g} GiB", fontsize=8, va="bottom")
+        ax.text(limit_gib, -0.6, f" {limit_gib:g} GiB", va="bottom")
     ax.set_xlabel("GiB (estimated peak)")
     ax.invert_yaxis()
-    ax.legend(fontsize=7, ncol=3, loc="lower right")
-    ax.set_title(title, fontsize=9)
+    ax.legend(ncol=3, loc="lower right")
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -67,8 +66,8 @@ def training_curves(state: Mapping[str, Any], title: str) -> Any:
     import matplotlib.pyplot as plt
 
     history = log_history(state)
-    fig, axes = plt.subplots(1, 4, figsize=(13, 2.8))
-    loss_ax, lr_ax, grad_ax, speed_ax = axes
+    fig, axes = plt.subplots(2, 2, figsize=(7.0, 5.0), sharex=True)
+    loss_ax, lr_ax, grad_ax, speed_ax = axes.flat
     if "loss" in history:
         train = history["loss"].dropna()
         loss_ax.plot(train.index, train.values, label="train", color="#4c72b0")
@@ -76,7 +75,7 @@ def training_curves(state: Mapping[str, Any], title: str) -> Any:
         held = history["eval_loss"].dropna()
         loss_ax.plot(held.index, held.values, "o-", label="held out", color="#c44e52")
     loss_ax.set_ylabel("loss (completion tokens)")
-    loss_ax.legend(fontsize=8)
+    loss_ax.legend()
     series = {lr_ax: ("learning rate", history.get("learning_rate")), grad_ax: ("gradient norm", history.get("grad_norm")),
               speed_ax: ("tokens / s", tokens_per_second(history))}
     for ax, (name, values) in series.items():
@@ -87,9 +86,9 @@ def training_curves(state: Mapping[str, Any], title: str) -> Any:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
         ax.set_ylabel(name)
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    for ax in axes:
+    for ax in axes[1]:
         ax.set_xlabel("step")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -104,8 +103,8 @@ def rate_chart(summaries: Mapping[tuple[str, str], Mapping[str, float]], rates: 
     models = list(dict.fromkeys(m for _, m in summaries))
     benches = list(dict.fromkeys(b for b, _ in summaries))
     colours = ["#8c8c8c", "#4c72b0", "#55a868", "#c44e52"]
-    fig, axes = plt.subplots(1, len(rates), figsize=(max(4.5, 0.9 * len(benches)) * len(rates), 3.2), squeeze=False)
-    for ax, rate in zip(axes[0], rates):
+    fig, axes = plt.subplots(len(rates), 1, figsize=(7.0, 2.8 * len(rates)), squeeze=False, sharex=True)
+    for ax, rate in zip(axes[:, 0], rates):
         width = 0.8 / len(models)
         for k, model in enumerate(models):
             rows = [summaries[(b, model)] for b in benches]
@@ -117,13 +116,13 @@ def rate_chart(summaries: Mapping[tuple[str, str], Mapping[str, float]], rates: 
             ax.bar(xs, values, width, yerr=[lo, hi], capsize=2, label=model, color=colours[k % len(colours)])
             for x, s in zip(xs, rows):
                 if math.isnan(s[rate]):
-                    ax.text(x, 2, "n/g", ha="center", fontsize=6, rotation=90)
+                    ax.text(x, 2, "n/g", ha="center", rotation=90)
         ax.set_xticks(range(len(benches)))
-        ax.set_xticklabels(benches, rotation=30, ha="right", fontsize=7)
+        ax.set_xticklabels(benches, rotation=30, ha="right")
         ax.set_ylim(0, 105)
         ax.set_ylabel(f"{rate.replace('_', ' ')} %")
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+        ax.legend()
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -132,7 +131,7 @@ def length_distributions(results: Mapping[str, Mapping[str, Sequence[Any]]], tit
     """Histograms over all benchmarks, per model: reply length and reasoning-block length in tokens."""
     import matplotlib.pyplot as plt
 
-    fig, (reply_ax, reasoning_ax) = plt.subplots(1, 2, figsize=(9, 2.8))
+    fig, (reply_ax, reasoning_ax) = plt.subplots(1, 2, figsize=(7.0, 3.0))
     colours = ["#8c8c8c", "#4c72b0", "#55a868", "#c44e52"]
     for k, (model, by_bench) in enumerate(results.items()):
         scored = [s for replies in by_bench.values() for s in replies]
@@ -142,12 +141,12 @@ def length_distributions(results: Mapping[str, Mapping[str, Sequence[Any]]], tit
             reasoning_ax.hist(reasoning, bins=30, alpha=0.6, label=f"{model} ({len(reasoning)} with a block)",
                               color=colours[k % len(colours)])
     reply_ax.set_xlabel("reply length (new tokens)")
-    reasoning_ax.set_xlabel("reasoning length (tokens inside <reasoning>)")
+    reasoning_ax.set_xlabel("reasoning length (tokens)")
     for ax in (reply_ax, reasoning_ax):
         ax.set_ylabel("replies")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+            ax.legend()
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 

@@ -11,11 +11,19 @@ import pandas as pd
 from workings.config.schema import Profile
 
 
+def _markdown_cell(text: str) -> str:
+    """A cell's text shown as written: no HTML (``<reasoning>``), math (``$12``), code or column breaks."""
+    for char, escaped in (("\\", "\\\\"), ("|", "\\|"), ("$", "\\$"), ("`", "\\`"), ("<", "&lt;"), (">", "&gt;"),
+                          ("\n", " ")):
+        text = text.replace(char, escaped)
+    return text
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """A frame as a GitHub-flavoured Markdown table (index levels as the first columns)."""
     flat = table.reset_index()
     cells = [[str(c) for c in flat.columns]] + [["" if pd.isna(v) else str(v) for v in row] for row in flat.itertuples(index=False)]
-    escape = [[c.replace("|", "\\|") for c in row] for row in cells]
+    escape = [[_markdown_cell(c) for c in row] for row in cells]
     lines = ["| " + " | ".join(escape[0]) + " |", "|" + "---|" * len(escape[0])]
     lines += ["| " + " | ".join(row) + " |" for row in escape[1:]]
     return "\n".join(lines)
@@ -49,6 +57,12 @@ def drop_table(report: Mapping[str, Any]) -> pd.DataFrame:
     return table.loc[:, table.sum() > 0].sort_index()
 
 
+def drop_list(report: Mapping[str, Any]) -> pd.DataFrame:
+    """Rows dropped, one line per source and reason that dropped any (narrow enough for a page)."""
+    rows = [(name, reason, n) for name, s in report["sources"].items() for reason, n in sorted(s["dropped"].items()) if n]
+    return pd.DataFrame(rows, columns=["source", "reason", "rows"]).set_index(["source", "reason"])
+
+
 def contamination_table(report: Mapping[str, Any], limit: int = 10) -> pd.DataFrame:
     """The contaminated training rows found, highest overlap first."""
     rows = sorted(report["contamination"]["rows"], key=lambda r: -r["overlap"])[:limit]
@@ -56,8 +70,14 @@ def contamination_table(report: Mapping[str, Any], limit: int = 10) -> pd.DataFr
 
 
 def origin_table(report: Mapping[str, Any]) -> pd.DataFrame:
-    """Where each source's rows came from (Hub id and pinned revision, local file, or generator)."""
-    return pd.DataFrame({"origin": {name: s["origin"] for name, s in report["sources"].items()}})
+    """Where each source's rows came from (Hub id and pinned revision, local file, or generator);
+    a local file is shown by its name, not by the path of the machine that built the mix."""
+    def short(origin: str) -> str:
+        if origin.startswith("local file "):
+            return f"local file {origin.removeprefix('local file ').replace(chr(92), '/').rsplit('/', 1)[-1]}"
+        return origin
+
+    return pd.DataFrame({"origin": {name: short(s["origin"]) for name, s in report["sources"].items()}})
 
 
 # --- QLoRA configuration ---------------------------------------------------------------
@@ -95,26 +115,29 @@ def rate_with_ci(summary: Mapping[str, float], rate: str) -> str:
     return f"{100 * value:.1f} ({100 * summary[rate + '_lo']:.1f}–{100 * summary[rate + '_hi']:.1f})"
 
 
-def metrics_table(results: Mapping[str, Mapping[str, float]], rates: Sequence[str] = RATES) -> pd.DataFrame:
+def metrics_table(results: Mapping[str, Mapping[str, float]], rates: Sequence[str] = RATES,
+                  lengths: bool = True) -> pd.DataFrame:
     """Summaries from :func:`workings.evaluation.scoring.summarise`, one row per key: rates in percent with
     Wilson 95% intervals, counts, and reply and reasoning lengths in tokens."""
     rows = {}
     for name, summary in results.items():
         row: dict[str, Any] = {"n": int(summary["n"]), "graded": int(summary.get("graded", summary["n"]))}
         row.update({f"{rate} % (95% CI)": rate_with_ci(summary, rate) for rate in rates})
-        row["mean new tokens"] = round(summary["mean_new_tokens"], 1)
-        for key in ("p50", "p90"):
-            value = summary.get(f"reasoning_tokens_{key}", math.nan)
-            row[f"reasoning tokens {key}"] = "–" if math.isnan(value) else round(value, 1)
+        if lengths:
+            row["mean new tokens"] = round(summary["mean_new_tokens"], 1)
+            for key in ("p50", "p90"):
+                value = summary.get(f"reasoning_tokens_{key}", math.nan)
+                row[f"reasoning tokens {key}"] = "–" if math.isnan(value) else round(value, 1)
         rows[name] = row
     return pd.DataFrame(rows).T
 
 
 def results_table(summaries: Mapping[tuple[str, str], Mapping[str, float]],
-                  rates: Sequence[str] = ("strict_format", "accuracy", "accuracy_when_strict", "truncated")) -> pd.DataFrame:
+                  rates: Sequence[str] = ("strict_format", "accuracy", "accuracy_when_strict", "truncated"),
+                  lengths: bool = True) -> pd.DataFrame:
     """Every benchmark under every model, one row each (``summaries`` keyed (benchmark, model), as
     :func:`workings.evaluation.scoring.summarise_results` gives them)."""
-    table = metrics_table({f"{b} | {m}": v for (b, m), v in summaries.items()}, rates)
+    table = metrics_table({f"{b} | {m}": v for (b, m), v in summaries.items()}, rates, lengths)
     table.index = pd.MultiIndex.from_tuples(list(summaries), names=["benchmark", "model"])
     return table.sort_index(level=0, sort_remaining=False)
 
@@ -230,3 +253,30 @@ def error_table(counts: Mapping[str, Mapping[str, int]]) -> pd.DataFrame:
     """Graded replies per model that were right, and the wrong ones by kind (one column per model,
     from :func:`workings.evaluation.steps.error_counts`)."""
     return pd.DataFrame({name: dict(c) for name, c in counts.items()})
+
+
+def headline_table(summaries: Mapping[tuple[str, str], Mapping[str, float]],
+                   models: Sequence[str] = ("base", "tuned")) -> pd.DataFrame:
+    """One row per benchmark: strict format and accuracy of each model, in percent with 95% intervals
+    (``summaries`` keyed (benchmark, model), as :func:`workings.evaluation.scoring.summarise_results` gives them)."""
+    benches = list(dict.fromkeys(b for b, _ in summaries))
+    rows = {}
+    for bench in benches:
+        row: dict[str, Any] = {"questions": int(summaries[(bench, models[0])]["n"])}
+        for rate, name in (("strict_format", "strict format"), ("accuracy", "accuracy")):
+            for model in models:
+                row[f"{name}, {model}"] = rate_with_ci(summaries[(bench, model)], rate)
+        rows[bench] = row
+    return pd.DataFrame(rows).T.rename_axis("benchmark")
+
+
+def run_cost_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """What a training run cost, from its ``run.json``: steps, time, throughput, peak memory."""
+    return pd.DataFrame({"value": {
+        "optimizer steps": f"{summary['steps']:,}",
+        "training time (this session)": f"{summary['seconds']:,.0f} s",
+        "tokens seen": f"{summary['tokens_seen']:,}",
+        "tokens per second": f"{summary['tokens_per_second']:,.0f}",
+        f"peak memory ({summary.get('peak_memory_of', 'n/a')})": (
+            f"{summary['peak_memory_gib']:.2f} GiB" if summary.get("peak_memory_gib") is not None else "not recorded"),
+    }}).rename_axis("training")
