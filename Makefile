@@ -12,13 +12,14 @@ TORCH ?= $(shell grep -m1 '^torch==' $(LOCK))
 TORCH_LOCKED := torch==2.13.0
 LOCK_VENV := .venv-lock
 
+SHELL := /bin/bash
 # Two threads on a shared 2-core machine were measured 40x slower for tiny models.
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 export TOKENIZERS_PARALLELISM := false
 export WORKINGS_PROFILE ?= demo
 
-.PHONY: book test install lock pair clean
+.PHONY: book check-book test install lock pair clean
 
 install: $(STAMP)
 
@@ -34,8 +35,21 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
+# The build log is kept: any output a chapter writes to standard error is a warning there
+# (nb_output_stderr), and the build fails on it. Then every page is checked in a browser.
 book: $(STAMP)
-	$(BIN)/jupyter-book build --all . --builder html
+	mkdir -p _build
+	set -o pipefail; $(BIN)/jupyter-book build --all . --builder html 2>&1 | tee _build/book.log
+	! grep -n "mystnb.stderr\|stderr output" _build/book.log
+	$(MAKE) check-book
+
+# Opens every built page in headless Chromium (Debian's, installed here if missing) and fails on an
+# element wider than the text column, an image without a caption, an error or warning output, or a
+# path of the build machine; screenshots of every page go to _build/screenshots/.
+check-book: $(STAMP)
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| { echo "check-book needs Debian's chromium (apt-get install chromium)"; exit 1; }
+	$(BIN)/workings check-book _build/html --screenshots _build/screenshots
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -48,9 +62,9 @@ lock:
 	cd $(CURDIR) && $(LOCK_VENV)/bin/pip-compile --quiet --upgrade --allow-unsafe --strip-extras --extra book --extra test \
 		--constraint $(LOCK_VENV)/torch.txt --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
 
-# Regenerate the paired notebooks (book/notebooks/*.ipynb) from the markdown chapters.
+# Regenerate the paired notebooks (book/notebooks/*.ipynb, kaggle/*.ipynb) from their markdown.
 pair: $(STAMP)
-	$(BIN)/jupytext --sync book/*.md
+	$(BIN)/jupytext --sync book/*.md kaggle/*.md
 
 clean:
 	rm -rf _build runs

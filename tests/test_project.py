@@ -69,6 +69,12 @@ def test_paired_notebook_matches_its_chapter(chapter):
         f"{notebook.name} has drifted from {chapter.name}: run `make pair`")
 
 
+def test_the_kaggle_notebook_matches_its_markdown():
+    md, nb = jupytext.read(ROOT / "kaggle" / "inference.md"), jupytext.read(ROOT / "kaggle" / "inference.ipynb")
+    assert [(c.cell_type, c.source) for c in md.cells] == [(c.cell_type, c.source) for c in nb.cells], (
+        "kaggle/inference.ipynb has drifted from kaggle/inference.md: run `make pair`")
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_chapters_are_myst_with_a_jupytext_header(chapter):
     header = yaml.safe_load(chapter.read_text().split("---")[1])
@@ -88,3 +94,26 @@ def test_book_build_fails_on_cell_errors():
     assert config["execute"]["execute_notebooks"] == "force"
     assert config["execute"]["allow_errors"] is False
     assert config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
+
+
+def prose_words(chapter: Path) -> int:
+    """Words a reader of the page reads: the Markdown outside code cells, a glued value counting one word."""
+    text = chapter.read_text().split("---", 2)[2]
+    text = re.sub(r"```\{code-cell\}.*?```", " ", text, flags=re.DOTALL)
+    text = re.sub(r"^:[a-z-]+:.*$", " ", text, flags=re.MULTILINE)  # directive options
+    text = re.sub(r"\{[a-z:]+\}`[^`]*`", " value ", text)
+    return len(re.findall(r"[A-Za-z0-9][\w'’.,%-]*", text))
+
+
+def test_the_writeup_stays_within_the_competition_limit_of_1500_words():
+    words = prose_words(ROOT / "book" / "writeup.md")
+    assert 500 < words <= 1500, f"book/writeup.md has {words} words"
+
+
+def test_every_table_and_figure_a_chapter_shows_is_numbered_and_captioned():
+    """Chapters show tables through numbered_table and figures through glue:figure, never bare."""
+    for chapter in CHAPTERS:
+        text = chapter.read_text()
+        for name in re.findall(r'glued_figure\("(fig-[\w-]+)"', text):
+            assert re.search(rf"```\{{glue:figure\}} {name}\n:name: {name}\n\n\S", text), f"{chapter.name}: {name} has no caption"
+        assert not re.search(r"^fig = ", text, re.M), f"{chapter.name} draws a figure that is not glued with a caption"

@@ -134,6 +134,26 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_command(args: argparse.Namespace) -> int:
+    from workings.export.run import export
+    from workings.evaluation.runs import default_adapter
+
+    profile = load_profile(args.profile)
+    adapter = Path(args.adapter) if args.adapter else default_adapter(profile)
+    if adapter is None:
+        raise UsageError(f"no adapter: pass --adapter or train first (workings train --profile {args.profile})")
+    result = export(profile, adapter, args.to, merge=args.merge, send_it=args.send)
+    print(f"{'merged model' if args.merge else 'adapter'} of {adapter} exported to {result.folder}:")
+    for name, size in result.files:
+        print(f"  {size:>14,}  {name}")
+    print(f"  {sum(size for _, size in result.files):>14,}  bytes in {len(result.files)} files")
+    if result.destination.kind == "folder":
+        return 0
+    print(f"credentials: {result.credentials}")
+    print(f"sent to {result.sent_to}" if result.sent_to else f"nothing was sent to {result.destination} (dry run; add --send)")
+    return 0
+
+
 def profiles_command(args: argparse.Namespace) -> int:
     from workings.config.loading import PROFILE_DIR, profile_names
 
@@ -146,6 +166,16 @@ def profiles_command(args: argparse.Namespace) -> int:
         print(f"{name.ljust(width)}  {device:<4}  {model}: {description}")
     print(f"\nin {PROFILE_DIR}; any YAML file path works too (extends: NAME starts from one of these)")
     return 0
+
+
+def check_book_command(args: argparse.Namespace) -> int:
+    from workings.report.pages import book_pages, check_pages
+
+    problems = check_pages(args.html, args.screenshots)
+    for problem in problems:
+        print(problem)
+    print(f"{len(book_pages(Path(args.html)))} pages checked, {len(problems)} problems; screenshots in {args.screenshots}")
+    return 1 if problems else 0
 
 
 # --- what an interrupt keeps ----------------------------------------------------------------
@@ -175,13 +205,15 @@ def _message(err: BaseException) -> str:
     """An exception in the command line's own terms."""
     from workings.config.schema import ProfileError
     from workings.data.example import DataUnavailable
+    from workings.export.destinations import ExportError
     from workings.train.runs import NothingToResume, RunExists, TrainingDiverged
 
     if isinstance(err, RunExists):
         return f"{err.out_dir} already holds {err.what}: add --resume to continue it or --overwrite to train again"
     if isinstance(err, NothingToResume):
         return f"{err.out_dir}: no checkpoint to resume from; run without --resume to start"
-    if isinstance(err, (ProfileError, DataUnavailable, TrainingDiverged, FileNotFoundError, FileExistsError, UsageError)):
+    if isinstance(err, (ProfileError, DataUnavailable, TrainingDiverged, FileNotFoundError, FileExistsError, UsageError,
+                        ExportError)):
         return str(err)
     return f"{type(err).__name__}: {err} (--debug shows where)"
 
@@ -232,6 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
     question.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     question.add_argument("--seed", type=int, default=0, help="sampling seed")
     question.set_defaults(func=ask_command)
+
+    hand_in = commands.add_parser("export", parents=[common],
+                                  help="export a run's adapter or merged model with its card; send it to the Hub or Kaggle")
+    hand_in.add_argument("--adapter", default=None, help="adapter folder (default: evaluation.adapter, else runs/<profile>/sft/adapter)")
+    hand_in.add_argument("--to", required=True,
+                         help="a folder, hub:<user>/<repo>, or kaggle:<owner>/<model>/<framework>/<variation>")
+    hand_in.add_argument("--merge", action="store_true", help="merge the adapter into the base (bfloat16) instead")
+    sending = hand_in.add_mutually_exclusive_group()
+    sending.add_argument("--dry-run", action="store_true", help="list what would be sent (the default)")
+    sending.add_argument("--send", action="store_true", help="upload to the Hub or Kaggle")
+    hand_in.set_defaults(func=export_command)
+
+    pages = commands.add_parser("check-book", help="open the built book's pages in headless Chromium and check them")
+    pages.add_argument("html", nargs="?", default="_build/html", help="the built book (default: _build/html)")
+    pages.add_argument("--screenshots", default="_build/screenshots", help="where page screenshots go")
+    pages.set_defaults(func=check_book_command, profile=None, quiet=False, debug=False)
 
     listing = commands.add_parser("profiles", help="list the profiles shipped with workings")
     listing.set_defaults(func=profiles_command, profile=None, quiet=False, debug=False)

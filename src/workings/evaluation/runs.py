@@ -99,6 +99,31 @@ def _complete(path: Path, ids: list[str]) -> list[Scored] | None:
     return records if [r.id for r in records] == ids else None
 
 
+def replies_folder(profile: Profile, settings: dict[str, Any], sampling: SamplingConfig,
+                   out_dir: str | Path | None = None) -> Path:
+    """``<out_dir>/<key>``: the folder of one model's replies with one sampling, keyed by both."""
+    return Path(out_dir or run_dir(profile) / "eval") / json_digest({**settings, "sampling": asdict(sampling)}, 10)
+
+
+def replies_file(folder: Path, bench: Benchmark) -> Path:
+    return folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', bench.name)}.jsonl"
+
+
+def saved_results(profile: Profile, benchmarks: Sequence[Benchmark], adapter: str | Path | None = None,
+                  sampling: SamplingConfig | None = None, out_dir: str | Path | None = None) -> dict[str, list[Scored]] | None:
+    """What :func:`run_benchmarks` would return, read from disk only: None unless every benchmark
+    was answered in full with these settings (nothing is loaded or generated)."""
+    sampling = sampling or sampling_configs(profile.evaluation)["greedy"]
+    folder = replies_folder(profile, model_settings(profile, adapter), sampling, out_dir)
+    results = {}
+    for bench in benchmarks:
+        done = _complete(replies_file(folder, bench), [r["id"] for r in bench.rows])
+        if done is None:
+            return None
+        results[bench.name] = done
+    return results
+
+
 def default_adapter(profile: Profile) -> Path | None:
     """The adapter to evaluate: ``evaluation.adapter`` when set, else this profile's SFT run's (if saved)."""
     if profile.evaluation.adapter is not None:
@@ -120,14 +145,14 @@ def run_benchmarks(profile: Profile, benchmarks: Sequence[Benchmark], adapter: s
 
     sampling = sampling or sampling_configs(profile.evaluation)["greedy"]
     settings = model_settings(profile, adapter)
-    folder = Path(out_dir or run_dir(profile) / "eval") / json_digest({**settings, "sampling": asdict(sampling)}, 10)
+    folder = replies_folder(profile, settings, sampling, out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "settings.json").write_text(json.dumps({**settings, "sampling": asdict(sampling),
                                                       "adapter_path": str(adapter) if adapter else None}, indent=1))
     tokenizer, model = None, None
     results: dict[str, list[Scored]] = {}
     for bench in benchmarks:
-        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', bench.name)}.jsonl"
+        path = replies_file(folder, bench)
         done = _complete(path, [r["id"] for r in bench.rows])
         if done is not None:
             results[bench.name] = done

@@ -1,0 +1,125 @@
+"""The model card of an export: a Hugging Face ``README.md`` written from the run's own files.
+
+Metadata (base model, library, licence, datasets, tags and a ``model-index`` of the measured
+results) come from the profile, the run's ``run.json``, the mix report and the scored evaluation;
+no number is typed by hand. ``huggingface_hub.ModelCard`` parses it (a test checks the metrics).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from workings.config.schema import Profile
+from workings.core.chat import render_prompt
+from workings.core.format import render
+from workings.models.loading import is_tiny
+from workings.report.tables import headline_table, markdown_table, mix_table
+
+TAGS = ["workings", "reasoning", "chain-of-thought", "gemma", "lora", "trl", "sft"]
+
+
+def _dataset_ids(profile: Profile) -> list[str]:
+    return list(dict.fromkeys(s.hub_id for s in [*profile.data.sources, *profile.data.eval_sets] if s.hub_id))
+
+
+def eval_results(profile: Profile, summaries: Mapping[tuple[str, str], Mapping[str, float]], model: str = "tuned") -> list[Any]:
+    """The ``model-index`` entries: accuracy and strict-format rate of ``model`` on every graded benchmark."""
+    from huggingface_hub import EvalResult
+
+    hub_ids = {s.name: s.hub_id for s in profile.data.eval_sets}
+    results = []
+    for (bench, name), summary in summaries.items():
+        if name != model:
+            continue
+        for metric in ("accuracy", "strict_format"):
+            value = summary[metric]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            results.append(EvalResult(
+                task_type="text-generation", task_name="Reasoning with shown work",
+                dataset_type=hub_ids.get(bench) or bench, dataset_name=bench,
+                metric_type=metric, metric_name=metric.replace("_", " "), metric_value=round(float(value), 4)))
+    return results
+
+
+def model_card(profile: Profile, *, merged: bool, run: Mapping[str, Any] | None, mix_report: Mapping[str, Any] | None,
+               summaries: Mapping[tuple[str, str], Mapping[str, float]], tokenizer: Any, name: str) -> str:
+    """The README of an export named ``name`` (a repository or folder name)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(
+        base_model=None if is_tiny(profile.model) else profile.model.id,  # the tiny demo model is not on the Hub
+        library_name="transformers" if merged else "peft", license="gemma", datasets=_dataset_ids(profile) or None,
+        tags=TAGS + (["merged"] if merged else ["adapter"]), pipeline_tag="text-generation",
+        model_name=name, eval_results=eval_results(profile, summaries) or None)
+    question = "Ava has 7 stickers. She finds 3 more. She gives away 2. How many stickers does Ava have now?"
+    example = render("7 + 3 = 10\n10 - 2 = 8", "8")
+    q = profile.quantization
+    base = f"{q.bits}-bit {q.quant_type}{' with double quantization' if q.double_quant else ''}" if q else profile.model.dtype
+    options = "\n".join(f"- `{key}`: {value}" for key, value in sorted(profile.sft.items()))
+    mix = markdown_table(mix_table(mix_report)) if mix_report else "The mix report was not found beside the run."
+    scores = markdown_table(headline_table(summaries)) if summaries else "Not evaluated."
+    steps = f"{run['steps']:,} optimizer steps, mean training loss {run['train_loss']:.4f}" if run else "unknown"
+    load = (f'AutoModelForCausalLM.from_pretrained("{name}")' if merged else
+            f'PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{profile.model.id}"), "{name}")')
+    body = f"""
+# {name}
+
+`{profile.model.id}` fine-tuned with workings to show its work: it answers with
+its reasoning first and its final answer second, in tags a program can check. This is
+{'the base with the LoRA adapter merged into its weights (bfloat16)' if merged else 'the LoRA adapter'}
+of the `{profile.name}` profile.
+
+## Prompt format
+
+Gemma's chat template, with the instruction in the user turn (Gemma has no system role):
+
+```text
+{render_prompt(question, tokenizer)}```
+
+The model answers:
+
+```text
+{example}
+```
+
+Generation stops at `<end_of_turn>` (see `generation_config.json`).
+
+## How to load
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer{'' if merged else chr(10) + 'from peft import PeftModel'}
+
+model = {load}
+tokenizer = AutoTokenizer.from_pretrained("{name}")
+```
+
+## Training data
+
+{mix}
+
+## Training
+
+QLoRA SFT with TRL's `SFTTrainer`: the base frozen in {base}, LoRA r={profile.lora.r},
+alpha={profile.lora.alpha:g}, dropout={profile.lora.dropout:g} on {', '.join(profile.lora.target_modules)};
+loss on the completion only. {steps}. Trainer options (`trl.SFTConfig`):
+
+{options}
+
+## Evaluation
+
+Greedy decoding; rates in percent with Wilson 95% intervals; accuracy compares the parsed answer
+with the gold by value.
+
+{scores}
+
+## Limitations
+
+The accuracies above are those of the benchmarks named, at the sizes given; a small benchmark's
+interval is wide. The model was trained on arithmetic word problems, competition mathematics and
+medical questions: elsewhere its reasoning is untested. Free-text answers (medical) are not graded.
+It writes its work in English only.
+"""
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))

@@ -1,0 +1,189 @@
+"""workings export: the adapter or merged model as a folder with its card, and the hand-in to the hubs."""
+
+import json
+
+import pytest
+import yaml
+
+from workings.cli import main
+from workings.export.destinations import ExportError, parse_destination
+
+SMALL = {
+    "data": {"max_length": 512, "sources": [{"name": "synthetic", "converter": "synthetic",
+                                             "synthetic": {"n": 40, "seed": 5}, "heldout": 4}],
+             "eval_sets": [{"name": "few", "synthetic": {"n": 4, "seed": 9}}]},
+    "training": {"eval_rows": 4},
+    "sft": {"max_steps": 4, "per_device_train_batch_size": 2, "save_steps": 4, "eval_steps": 4, "logging_steps": 1,
+            "learning_rate": 5.0e-2, "warmup_steps": 0.0},
+    "evaluation": {"max_new_tokens": 6, "batch_size": 8},
+}
+SECRET = "hf_sentinelTOKENvalue0123456789"
+
+
+@pytest.fixture
+def trained(tiny_profile, tmp_path, monkeypatch):
+    """A tiny profile trained (4 steps, so the adapter is not zero) and evaluated; returns (profile, adapter)."""
+    monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
+    profile = tiny_profile(SMALL, name="handin")
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    assert main(["evaluate", "--profile", str(profile.path), "--quiet"]) == 0
+    return profile, tmp_path / "runs" / "handin" / "sft" / "adapter"
+
+
+@pytest.mark.parametrize("text, kind, name", [
+    ("hub:me/workings-demo", "hub", "me/workings-demo"),
+    ("kaggle:me/workings/transformers/demo", "kaggle", "me/workings/transformers/demo"),
+    ("exports/demo", "folder", "exports/demo"),
+])
+def test_destinations_are_read_from_the_to_flag(text, kind, name):
+    destination = parse_destination(text)
+    assert (destination.kind, destination.name) == (kind, name)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("hub:me", r"--to hub:me: a Hub destination is hub:<user>/<repo>"),
+    ("kaggle:me/model/variation", r"--to kaggle:me/model/variation: a Kaggle destination is kaggle:<owner>/<model>/<framework>/<variation>"),
+    ("kaggle:me/m/sklearnish/v", r"framework 'sklearnish' is not one of transformers"),
+])
+def test_a_malformed_destination_names_the_flag(text, message):
+    with pytest.raises(ExportError, match=message):
+        parse_destination(text)
+
+
+def test_an_adapter_export_holds_the_adapter_tokenizer_template_generation_config_and_card(trained, tmp_path, capsys):
+    profile, adapter = trained
+    out = tmp_path / "export"
+    assert main(["export", "--profile", str(profile.path), "--to", str(out), "--quiet"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "chat_template.jinja", "generation_config.json", "README.md"} <= names
+    assert (out / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
+    from workings.core.chat import stop_token_ids
+    from workings.models.loading import load_tokenizer
+
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == stop_token_ids(load_tokenizer(profile.model))
+    printed = capsys.readouterr().out
+    assert f"exported to {out}" in printed and "adapter_model.safetensors" in printed
+
+
+def test_the_card_parses_and_its_metrics_are_the_saved_evaluation(trained, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from workings.export.run import evaluation_of
+
+    profile, adapter = trained
+    out = tmp_path / "export"
+    assert main(["export", "--profile", str(profile.path), "--to", str(out), "--quiet"]) == 0
+    card = ModelCard.load(out / "README.md")
+    summaries = evaluation_of(profile, adapter)
+    got = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
+    expected = {(bench, metric): round(s[metric], 4) for (bench, model), s in summaries.items() if model == "tuned"
+                for metric in ("accuracy", "strict_format")}
+    assert got == expected and len(got) >= 4
+    assert card.data.library_name == "peft" and card.data.license == "gemma" and "lora" in card.data.tags
+    assert "<start_of_turn>user" in card.text and "| synthetic |" in card.text
+
+
+def test_a_merged_export_gives_the_logits_and_greedy_replies_of_base_plus_adapter(trained, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from workings.evaluation.generate import SamplingConfig, generate
+    from workings.export.folder import logit_difference, merge_profile
+    from workings.models.loading import load_for_inference, load_tokenizer
+
+    profile, adapter = trained
+    out = tmp_path / "merged"
+    assert main(["export", "--profile", str(profile.path), "--to", str(out), "--merge", "--quiet"]) == 0
+    assert list(out.glob("model*.safetensors")) and not (out / "adapter_config.json").exists()
+    questions = ["Ava has 7 stickers. She finds 3 more. How many stickers does Ava have now?", "What is 2 + 3?"]
+    # both sides in bfloat16: the merge adds B @ A into the weight, rounding once more than the unmerged sum
+    assert logit_difference(profile, adapter, out, questions) < 0.05
+    tokenizer = load_tokenizer(profile.model)
+    merged = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.bfloat16, attn_implementation="eager").eval()
+    unmerged = load_for_inference(merge_profile(profile), adapter)
+    sampling = SamplingConfig(max_new_tokens=12, batch_size=1)
+    assert [g.text for g in generate(merged, tokenizer, questions, sampling)] == [
+        g.text for g in generate(unmerged, tokenizer, questions, sampling)]
+
+
+def test_a_hub_dry_run_lists_the_files_and_sends_nothing_and_never_shows_the_token(trained, tmp_path, capsys, monkeypatch):
+    profile, _ = trained
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    assert main(["export", "--profile", str(profile.path), "--to", "hub:me/workings-demo"]) == 0
+    out, err = capsys.readouterr()
+    assert "credentials: $HF_TOKEN" in out and "nothing was sent to hub:me/workings-demo (dry run; add --send)" in out
+    folder = tmp_path / "runs" / "handin" / "export" / "hub-me--workings-demo"
+    assert SECRET not in out + err
+    assert not any(SECRET.encode() in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+def test_sending_without_credentials_is_one_line_naming_where_they_were_looked_for(trained, tmp_path, capsys, monkeypatch):
+    import workings.export.folder
+
+    profile, _ = trained
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
+    monkeypatch.setattr(workings.export.folder, "export_adapter", lambda *a, **k: pytest.fail("exported before checking"))
+    assert main(["export", "--profile", str(profile.path), "--to", "kaggle:me/w/transformers/demo", "--send"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"workings export: error: no credentials for kaggle:me/w/transformers/demo: looked in "
+                    f"$KAGGLE_USERNAME with $KAGGLE_KEY, or {tmp_path / 'kaggle' / 'kaggle.json'}")
+
+
+def test_sending_reaches_the_hub_client_and_fails_offline_without_pretending(trained, capsys, monkeypatch):
+    """Here there is no network (HF_HUB_OFFLINE=1): the upload gets as far as the Hub client's call,
+    which refuses; the command fails and says so."""
+    profile, _ = trained
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    assert main(["export", "--profile", str(profile.path), "--to", "hub:me/workings-demo", "--send"]) == 1
+    out, err = capsys.readouterr()
+    assert "sent to" not in out and err.startswith("workings export: error: ") and SECRET not in out + err
+
+
+def test_the_kaggle_notebook_answers_like_workings_from_the_export(trained, tmp_path):
+    import os
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from workings.core.chat import INSTRUCTION
+    from workings.core.format import parse
+    from workings.evaluation.generate import SamplingConfig, generate
+    from workings.models.loading import load_for_inference, load_tokenizer
+
+    profile, adapter = trained
+    out = tmp_path / "merged"
+    assert main(["export", "--profile", str(profile.path), "--to", str(out), "--merge", "--quiet"]) == 0
+    questions = ["Ava has 7 stickers. She finds 3 more. How many stickers does Ava have now?", "What is 2 + 3?"]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"id": i, "question": q}) + "\n" for i, q in enumerate(questions)))
+    notebook_path = Path(__file__).resolve().parents[1] / "kaggle" / "inference.ipynb"
+    notebook = nbformat.read(notebook_path, as_version=4)
+    parameters = next(c.source for c in notebook.cells if "INSTRUCTION = " in c.source)
+    namespace: dict = {}
+    exec(parameters, namespace)
+    assert namespace["INSTRUCTION"] == INSTRUCTION  # the notebook carries the instruction the model was trained with
+    env = {"MODEL_DIR": str(out), "QUESTIONS": str(tmp_path / "q.jsonl"), "OUT": str(tmp_path / "p.jsonl"),
+           "BATCH_SIZE": "1", "MAX_NEW_TOKENS": "12"}
+    os.environ.update(env)
+    try:
+        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        for key in env:
+            os.environ.pop(key)
+    predictions = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="eager").eval()
+    ours = generate(merged, load_tokenizer(profile.model), questions, SamplingConfig(max_new_tokens=12, batch_size=1))
+    assert [p["id"] for p in predictions] == ["0", "1"] and [p["question"] for p in predictions] == questions
+    assert [p["response"] for p in predictions] == [g.text.strip() for g in ours]
+    assert [p["answer"] for p in predictions] == [parse(g.text).answer if parse(g.text).strict else p["answer"]
+                                                 for g, p in zip(ours, predictions)]
