@@ -11,6 +11,11 @@ LOCK := requirements.lock
 TORCH ?= $(shell grep -m1 '^torch==' $(LOCK))
 TORCH_LOCKED := torch==2.13.0
 LOCK_VENV := .venv-lock
+# Tunix's Gemma code runs on JAX, kept apart from torch in its own environment (exports are
+# checked against it: workings.export.tunix).
+TUNIX_VENV := .venv-tunix
+TUNIX_LOCK := requirements-tunix.lock
+TUNIX_STAMP := $(TUNIX_VENV)/.installed-stamp
 
 SHELL := /bin/bash
 # Two threads on a shared 2-core machine were measured 40x slower for tiny models.
@@ -19,7 +24,7 @@ export MKL_NUM_THREADS := 1
 export TOKENIZERS_PARALLELISM := false
 export WORKINGS_PROFILE ?= demo
 
-.PHONY: book check-book test install lock pair clean
+.PHONY: book check-book test install install-tunix lock pair clean
 
 install: $(STAMP)
 
@@ -37,7 +42,7 @@ $(STAMP): pyproject.toml $(LOCK)
 
 # The build log is kept: any output a chapter writes to standard error is a warning there
 # (nb_output_stderr), and the build fails on it. Then every page is checked in a browser.
-book: $(STAMP)
+book: $(STAMP) $(TUNIX_STAMP)
 	mkdir -p _build
 	set -o pipefail; $(BIN)/jupyter-book build --all . --builder html 2>&1 | tee _build/book.log
 	! grep -n "mystnb.stderr\|stderr output" _build/book.log
@@ -51,8 +56,17 @@ check-book: $(STAMP)
 		|| { echo "check-book needs Debian's chromium (apt-get install chromium)"; exit 1; }
 	$(BIN)/workings check-book _build/html --screenshots _build/screenshots
 
-test: $(STAMP)
+test: $(STAMP) $(TUNIX_STAMP)
 	$(BIN)/python -m pytest
+
+install-tunix: $(TUNIX_STAMP)
+
+$(TUNIX_STAMP): $(TUNIX_LOCK)
+	test -x $(TUNIX_VENV)/bin/python || $(PYTHON) -m venv $(TUNIX_VENV)
+	$(TUNIX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TUNIX_VENV)/bin/python -m pip install --quiet --no-deps -r $(TUNIX_LOCK)
+	$(TUNIX_VENV)/bin/python -m pip check
+	touch $(TUNIX_STAMP)
 
 # Re-resolve every dependency of pyproject.toml (with the book and test extras) to exact versions.
 lock:
@@ -61,6 +75,8 @@ lock:
 	echo "$(TORCH_LOCKED)" > $(LOCK_VENV)/torch.txt
 	cd $(CURDIR) && $(LOCK_VENV)/bin/pip-compile --quiet --upgrade --allow-unsafe --strip-extras --extra book --extra test \
 		--constraint $(LOCK_VENV)/torch.txt --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
+	$(LOCK_VENV)/bin/pip-compile --quiet --upgrade --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links -o $(TUNIX_LOCK) requirements-tunix.in
 
 # Regenerate the paired notebooks (book/notebooks/*.ipynb, kaggle/*.ipynb) from their markdown.
 pair: $(STAMP)

@@ -147,43 +147,50 @@ def test_sending_reaches_the_hub_client_and_fails_offline_without_pretending(tra
 
 
 def test_the_kaggle_notebook_answers_like_workings_from_the_export(trained, tmp_path):
-    import os
-    from pathlib import Path
-
     import nbformat
-    from nbclient import NotebookClient
+    import torch
+    from transformers import AutoModelForCausalLM
 
     from workings.core.chat import INSTRUCTION
     from workings.core.format import parse
     from workings.evaluation.generate import SamplingConfig, generate
-    from workings.models.loading import load_for_inference, load_tokenizer
+    from workings.export.notebook import NOTEBOOK, run_inference_notebook
+    from workings.models.loading import load_tokenizer
 
     profile, adapter = trained
     out = tmp_path / "merged"
     assert main(["export", "--profile", str(profile.path), "--to", str(out), "--merge", "--quiet"]) == 0
-    questions = ["Ava has 7 stickers. She finds 3 more. How many stickers does Ava have now?", "What is 2 + 3?"]
-    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"id": i, "question": q}) + "\n" for i, q in enumerate(questions)))
-    notebook_path = Path(__file__).resolve().parents[1] / "kaggle" / "inference.ipynb"
-    notebook = nbformat.read(notebook_path, as_version=4)
-    parameters = next(c.source for c in notebook.cells if "INSTRUCTION = " in c.source)
+    parameters = next(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if "INSTRUCTION = " in c.source)
     namespace: dict = {}
     exec(parameters, namespace)
     assert namespace["INSTRUCTION"] == INSTRUCTION  # the notebook carries the instruction the model was trained with
-    env = {"MODEL_DIR": str(out), "QUESTIONS": str(tmp_path / "q.jsonl"), "OUT": str(tmp_path / "p.jsonl"),
-           "BATCH_SIZE": "1", "MAX_NEW_TOKENS": "12"}
-    os.environ.update(env)
-    try:
-        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        for key in env:
-            os.environ.pop(key)
-    predictions = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    import torch
-    from transformers import AutoModelForCausalLM
-
+    questions = ["Ava has 7 stickers. She finds 3 more. How many stickers does Ava have now?", "What is 2 + 3?"]
+    predictions = run_inference_notebook(out, [{"id": i, "question": q} for i, q in enumerate(questions)],
+                                         tmp_path / "notebook", batch_size=1, max_new_tokens=12)
     merged = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="eager").eval()
     ours = generate(merged, load_tokenizer(profile.model), questions, SamplingConfig(max_new_tokens=12, batch_size=1))
     assert [p["id"] for p in predictions] == ["0", "1"] and [p["question"] for p in predictions] == questions
     assert [p["response"] for p in predictions] == [g.text.strip() for g in ours]
     assert [p["answer"] for p in predictions] == [parse(g.text).answer if parse(g.text).strict else p["answer"]
                                                  for g, p in zip(ours, predictions)]
+
+
+def test_a_merged_export_runs_in_tunix_with_the_logits_and_greedy_tokens_of_transformers(trained, tmp_path):
+    """The hackathon's rule that the checkpoint loads and runs with Tunix's Gemma code (JAX, in its
+    own environment), on the tiny Gemma 2's shapes: 2 layers, 4 heads of 16, a local and a global layer."""
+    from workings.config.environment import tunix_python
+    from workings.core.chat import render_prompt, stop_token_ids
+    from workings.export.tunix import tunix_parity
+    from workings.models.loading import load_tokenizer
+
+    if not tunix_python().is_file():
+        pytest.skip(f"no Tunix environment at {tunix_python()} (make test creates it)")
+    profile, _ = trained
+    out = tmp_path / "merged"
+    assert main(["export", "--profile", str(profile.path), "--to", str(out), "--merge", "--quiet"]) == 0
+    tokenizer = load_tokenizer(profile.model)
+    prompts = [tokenizer(render_prompt(q, tokenizer), add_special_tokens=False)["input_ids"]
+               for q in ("What is 2 + 3?", "Ava has 7 stickers. She finds 3 more. How many stickers does Ava have now?")]
+    parity = tunix_parity(out, prompts, steps=8, stops=stop_token_ids(tokenizer))
+    assert parity.max_logit_difference < 1e-4  # float32 on both sides, from the same bfloat16 weights
+    assert (parity.same_greedy, parity.prompts) == (2, 2) and parity.greedy_tokens > 2

@@ -3,6 +3,8 @@
 - ``WORKINGS_PROFILE``: the profile every command and the book run when none is named (default ``demo``).
 - ``WORKINGS_RUNS``: where run folders go (default ``runs/`` at the project root).
 - ``WORKINGS_CACHE``: where built artefacts such as the tiny model are kept (default ``~/.cache/workings``).
+- ``WORKINGS_TUNIX_PYTHON``: the Python of the Tunix (JAX) environment (default ``.venv-tunix/bin/python``
+  in the project root, which ``make`` creates).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 from pathlib import Path
 
 PROFILE_VARIABLE, RUNS_VARIABLE, CACHE_VARIABLE = "WORKINGS_PROFILE", "WORKINGS_RUNS", "WORKINGS_CACHE"
+TUNIX_VARIABLE = "WORKINGS_TUNIX_PYTHON"
 DEFAULT_PROFILE = "demo"
 
 
@@ -19,17 +22,25 @@ def profile_name() -> str:
     return os.environ.get(PROFILE_VARIABLE) or DEFAULT_PROFILE
 
 
-def runs_root() -> Path:
-    """``$WORKINGS_RUNS``, else ``runs/`` in the project root.
+def project_root() -> Path:
+    """The nearest folder up from the working directory holding ``_toc.yml`` (else the working
+    directory), so chapters (executed from ``book/``) and the command line agree."""
+    here = Path.cwd().resolve()
+    return next((d for d in (here, *here.parents) if (d / "_toc.yml").is_file()), here)
 
-    The project root is the nearest folder up from the working directory holding ``_toc.yml``,
-    so chapters (executed from ``book/``) and the command line agree.
-    """
+
+def runs_root() -> Path:
+    """``$WORKINGS_RUNS``, else ``runs/`` in the project root."""
     if os.environ.get(RUNS_VARIABLE):
         return Path(os.environ[RUNS_VARIABLE])
-    here = Path.cwd().resolve()
-    root = next((d for d in (here, *here.parents) if (d / "_toc.yml").is_file()), here)
-    return root / "runs"
+    return project_root() / "runs"
+
+
+def tunix_python() -> Path:
+    """``$WORKINGS_TUNIX_PYTHON``, else ``.venv-tunix/bin/python`` in the project root."""
+    if os.environ.get(TUNIX_VARIABLE):
+        return Path(os.environ[TUNIX_VARIABLE])
+    return project_root() / ".venv-tunix" / "bin" / "python"
 
 
 def cache_dir() -> Path:
