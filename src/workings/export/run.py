@@ -72,9 +72,9 @@ def export(profile: Profile, adapter: str | Path, to: str, *, merge: bool = Fals
     mix_file = Path(run["mix"]) / "report.json" if run and run.get("mix") else run_dir(profile) / "mix" / "report.json"
     mix_report = json.loads(mix_file.read_text()) if mix_file.is_file() else None
     folder = export_folder(profile, destination, merge)
-    name = destination.name.split("/")[-1] if destination.kind == "hub" else folder.name
+    name = destination.name if destination.kind == "hub" else folder.name  # what from_pretrained is given
     card = model_card(profile, merged=merge, run=run, mix_report=mix_report, summaries=evaluation_of(profile, adapter),
-                      tokenizer=load_tokenizer(profile.model), name=destination.name if destination.kind == "hub" else name)
+                      tokenizer=load_tokenizer(profile.model), name=name)
     (export_merged if merge else export_adapter)(profile, adapter, folder, card)
     found = credentials_for(destination)
     where = (found.source if found else f"none found (looked in {where_credentials_are_looked_for(destination.kind)})"
