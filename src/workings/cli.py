@@ -120,16 +120,16 @@ def evaluate_command(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir(profile) / "eval"
     results = {name: run_benchmarks(profile, benchmarks, path, out_dir=out, progress=not args.quiet)
                for name, path in models.items()}
+    labels = {name: model_label(path) for name, path in models.items()}
     for name, by_bench in results.items():
-        label = model_label(models[name])
         for bench, scored in by_bench.items():
-            write_predictions(out / "predictions" / label / f"{bench.replace(':', '_')}.jsonl", scored)
+            write_predictions(out / "predictions" / labels[name] / f"{bench.replace(':', '_')}.jsonl", scored)
     table = results_table(summarise_results(results))
     table.to_csv(out / "results.csv")
     (out / "results.md").write_text(markdown_table(table) + "\n")
     print(table.to_string())
     for name, path in models.items():
-        print(f"{name}: {path or profile.model.id} -> predictions in {out / 'predictions' / model_label(path)}")
+        print(f"{name}: {path or profile.model.id} -> predictions in {out / 'predictions' / labels[name]}")
     print(f"table: {out / 'results.csv'}, {out / 'results.md'}")
     return 0
 

@@ -259,7 +259,7 @@ class Profile:
     path: Path | None = None  # the file it was read from; not a key in the file
 
     def validate(self, key: str = "") -> None:
-        from workings.config.trainer_options import check_sft_options
+        from workings.config.trainer_options import check_sft_options, optimizer_name
 
         self.model.validate("model")
         self.data.validate("data")
@@ -276,7 +276,7 @@ class Profile:
         _check(not packs or self.model.attn_implementation in PACKING_SAFE_ATTENTION, f"sft.{packs[0] if packs else 'packing'}",
                f"packed examples attend to each other with {self.model.attn_implementation!r} attention; "
                f"packing needs one of {', '.join(PACKING_SAFE_ATTENTION)}")
-        optim = getattr(sft.optim, "value", sft.optim)  # TRL turns the name into an enum
+        optim = optimizer_name(sft)
         if self.training.device == "cpu":
             _check(not optim.startswith("paged_"), "sft.optim", f"{optim} pages optimizer state through CUDA; use adamw_torch on cpu")
 

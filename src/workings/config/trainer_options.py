@@ -113,6 +113,11 @@ def build_config(section: str, config_class: type, options: dict[str, Any]) -> A
             raise ProfileError(f"{section}: {err}") from None
 
 
+def optimizer_name(args: Any) -> str:
+    """The ``optim`` of a built config as its name (TRL turns the name into an enum)."""
+    return getattr(args.optim, "value", args.optim)
+
+
 def _sft_class() -> type:
     from trl import SFTConfig
 

@@ -26,11 +26,12 @@ def _where(profile: Profile) -> str:
 
 def check_environment(profile: Profile) -> None:
     """Fail before any model is loaded when the machine cannot train the profile as written."""
+    from workings.config.trainer_options import optimizer_name
     from workings.models.loading import check_machine
 
     check_machine(profile)
     sft = profile.sft_args()
-    optim = getattr(sft.optim, "value", sft.optim)
+    optim = optimizer_name(sft)
     if "bnb" in optim or "paged" in optim or "8bit" in optim:
         try:
             import bitsandbytes  # noqa: F401

@@ -91,10 +91,11 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
 
     import transformers
 
-    transformers.set_seed(profile.sft_args().seed)
+    args = sft_config(profile, out_dir, progress=progress)
+    transformers.set_seed(args.seed)
     tokenizer = load_tokenizer(profile.model)
     base = load_base_model(profile)
-    if profile.sft_args().packing:  # measured on the loaded model, not assumed from its name
+    if args.packing:  # measured on the loaded model, not assumed from its name
         probe = [tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"][:64] for r in train_rows.select(range(2))]
         check_packing(base, profile.model.attn_implementation, probe)
     model = prepare_for_training(base, profile)
@@ -108,7 +109,7 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
     try:
         trainer = SFTTrainer(
             model=model,
-            args=sft_config(profile, out_dir, progress=progress),
+            args=args,
             train_dataset=training_rows(train_rows, tokenizer),
             eval_dataset=training_rows(heldout_rows, tokenizer) if len(heldout_rows) else None,
             processing_class=tokenizer,
