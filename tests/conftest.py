@@ -55,3 +55,18 @@ def tiny_profile(tmp_path, random_tiny_dir):
         return load_profile(path)
 
     return make
+
+
+@pytest.fixture
+def small_run():
+    """Profile sections for a run of seconds on the random tiny model: 40 synthetic rows (4 held out),
+    a 6-question eval set, 4 steps of 2 rows, 4 new tokens per reply. A fresh copy each time."""
+    return {
+        "data": {"max_length": 512, "sources": [{"name": "synthetic", "converter": "synthetic",
+                                                 "synthetic": {"n": 40, "seed": 5}, "heldout": 4}],
+                 "eval_sets": [{"name": "few", "synthetic": {"n": 6, "seed": 9}}]},
+        "training": {"eval_rows": 4},
+        "sft": {"max_steps": 4, "per_device_train_batch_size": 2, "save_steps": 2, "eval_steps": 2, "logging_steps": 1,
+                "learning_rate": 1.0e-3, "warmup_steps": 0.0},
+        "evaluation": {"max_new_tokens": 4, "batch_size": 8},
+    }

@@ -9,17 +9,6 @@ import yaml
 
 from workings.cli import main
 
-SMALL = {
-    "data": {"max_length": 512, "sources": [{"name": "synthetic", "converter": "synthetic",
-                                             "synthetic": {"n": 40, "seed": 5}, "heldout": 4}],
-             "eval_sets": [{"name": "few", "synthetic": {"n": 6, "seed": 9}}]},
-    "training": {"eval_rows": 4},
-    "sft": {"max_steps": 4, "per_device_train_batch_size": 2, "save_steps": 2, "eval_steps": 2, "logging_steps": 1,
-            "learning_rate": 1.0e-3, "warmup_steps": 0.0},
-    "evaluation": {"max_new_tokens": 4, "batch_size": 8},
-}
-
-
 @pytest.fixture
 def runs(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
@@ -42,8 +31,8 @@ def test_build_mix_writes_the_mix_and_reports_counts(tmp_path, capsys):
     assert f"{report['totals']['train_rows']} training rows, {report['totals']['heldout']} held out" in printed
 
 
-def test_every_command_runs_the_profile_named_by_the_environment(tiny_profile, runs, monkeypatch, capsys):
-    profile = tiny_profile(SMALL, name="from-env")
+def test_every_command_runs_the_profile_named_by_the_environment(tiny_profile, small_run, runs, monkeypatch, capsys):
+    profile = tiny_profile(small_run, name="from-env")
     monkeypatch.setenv("WORKINGS_PROFILE", str(profile.path))
     assert main(["build-mix", "--quiet"]) == 0
     assert json.loads((runs / "from-env" / "mix" / "report.json").read_text())["profile"] == "from-env"
@@ -77,12 +66,12 @@ def test_ask_checks_the_adapter_folder_before_loading_the_base(tmp_path, capsys,
     assert one_line_error(capsys, "ask") == f"{tmp_path / 'missing'}: no such adapter folder"
 
 
-def test_evaluate_checks_the_adapter_before_the_base_answers_anything(tiny_profile, runs, tmp_path, capsys, monkeypatch):
+def test_evaluate_checks_the_adapter_before_the_base_answers_anything(tiny_profile, small_run, runs, tmp_path, capsys, monkeypatch):
     import workings.evaluation.runs
 
     monkeypatch.setattr(workings.evaluation.runs, "run_benchmarks", lambda *a, **k: pytest.fail("asked a benchmark"))
     (tmp_path / "empty").mkdir()
-    profile = tiny_profile(SMALL)
+    profile = tiny_profile(small_run)
     assert main(["evaluate", "--profile", str(profile.path), "--adapter", str(tmp_path / "empty")]) == 1
     assert "no adapter_config.json or adapter_model.safetensors; is this a LoRA adapter folder?" in one_line_error(capsys, "evaluate")
 
@@ -99,10 +88,10 @@ def test_a_cuda_profile_on_a_cpu_machine_fails_before_any_download(capsys, monke
     assert "a100.yaml: training.device: cuda, but this machine has no CUDA device" in one_line_error(capsys, "train")
 
 
-def test_an_interrupted_run_says_what_was_kept_and_how_to_continue(tiny_profile, runs, capsys, monkeypatch):
+def test_an_interrupted_run_says_what_was_kept_and_how_to_continue(tiny_profile, small_run, runs, capsys, monkeypatch):
     import workings.train.sft
 
-    profile = tiny_profile(SMALL, name="stopped")
+    profile = tiny_profile(small_run, name="stopped")
 
     def interrupted(*args, **kwargs):
         (runs / "stopped" / "sft" / "checkpoint-2").mkdir(parents=True)
@@ -115,8 +104,8 @@ def test_an_interrupted_run_says_what_was_kept_and_how_to_continue(tiny_profile,
         f"continue with: workings train --profile {profile.path} --resume")
 
 
-def test_train_prints_one_line_with_rounded_losses_and_quiet_means_quiet(tiny_profile, runs, capfd):
-    profile = tiny_profile(SMALL, name="quiet")
+def test_train_prints_one_line_with_rounded_losses_and_quiet_means_quiet(tiny_profile, small_run, runs, capfd):
+    profile = tiny_profile(small_run, name="quiet")
     assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
     out, err = capfd.readouterr()
     (line,) = out.strip().splitlines()
@@ -126,8 +115,8 @@ def test_train_prints_one_line_with_rounded_losses_and_quiet_means_quiet(tiny_pr
     assert err == ""
 
 
-def test_evaluate_saves_its_table_and_names_predictions_by_the_model(tiny_profile, runs, capsys):
-    profile = tiny_profile(SMALL, name="scored")
+def test_evaluate_saves_its_table_and_names_predictions_by_the_model(tiny_profile, small_run, runs, capsys):
+    profile = tiny_profile(small_run, name="scored")
     assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
     assert main(["evaluate", "--profile", str(profile.path), "--quiet"]) == 0
     out = runs / "scored" / "eval"

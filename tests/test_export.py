@@ -8,23 +8,18 @@ import yaml
 from workings.cli import main
 from workings.export.destinations import ExportError, parse_destination
 
-SMALL = {
-    "data": {"max_length": 512, "sources": [{"name": "synthetic", "converter": "synthetic",
-                                             "synthetic": {"n": 40, "seed": 5}, "heldout": 4}],
-             "eval_sets": [{"name": "few", "synthetic": {"n": 4, "seed": 9}}]},
-    "training": {"eval_rows": 4},
-    "sft": {"max_steps": 4, "per_device_train_batch_size": 2, "save_steps": 4, "eval_steps": 4, "logging_steps": 1,
-            "learning_rate": 5.0e-2, "warmup_steps": 0.0},
-    "evaluation": {"max_new_tokens": 6, "batch_size": 8},
-}
 SECRET = "hf_sentinelTOKENvalue0123456789"
 
 
 @pytest.fixture
-def trained(tiny_profile, tmp_path, monkeypatch):
-    """A tiny profile trained (4 steps, so the adapter is not zero) and evaluated; returns (profile, adapter)."""
+def trained(tiny_profile, small_run, tmp_path, monkeypatch):
+    """A tiny profile trained (4 steps at a learning rate high enough that the adapter is far from
+    zero) and evaluated on 4 questions with 6 new tokens; returns (profile, adapter)."""
     monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
-    profile = tiny_profile(SMALL, name="handin")
+    small_run["sft"].update(save_steps=4, eval_steps=4, learning_rate=5.0e-2)
+    small_run["evaluation"]["max_new_tokens"] = 6
+    small_run["data"]["eval_sets"][0]["synthetic"]["n"] = 4
+    profile = tiny_profile(small_run, name="handin")
     assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
     assert main(["evaluate", "--profile", str(profile.path), "--quiet"]) == 0
     return profile, tmp_path / "runs" / "handin" / "sft" / "adapter"
