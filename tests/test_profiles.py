@@ -143,13 +143,15 @@ def test_paged_optimizer_on_cpu_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("option", ["packing", "padding_free"])
-def test_packing_with_eager_attention_is_refused(tmp_path, option):
-    with pytest.raises(ProfileError, match=rf"sft\.{option}: packed examples attend to each other with 'eager'"):
-        load_profile(with_section(tmp_path, f"sft: {{{option}: true}}"))
+def test_packing_with_an_attention_that_ignores_example_boundaries_is_refused(tmp_path, option):
+    text = GOOD.replace("model: {id: tiny}", "model: {id: tiny, attn_implementation: sdpa}")
+    with pytest.raises(ProfileError, match=rf"sft\.{option}: packed examples attend to each other with 'sdpa'"):
+        load_profile(write(tmp_path, text + f"sft: {{{option}: true}}\n"))
 
 
-def test_packing_with_flash_attention_is_accepted(tmp_path):
-    text = GOOD.replace("model: {id: tiny}", "model: {id: tiny, attn_implementation: flash_attention_2}")
+@pytest.mark.parametrize("attention", ["eager", "flex_attention", "flash_attention_2"])
+def test_packing_with_an_attention_that_keeps_examples_apart_is_accepted(tmp_path, attention):
+    text = GOOD.replace("model: {id: tiny}", f"model: {{id: tiny, attn_implementation: {attention}}}")
     assert load_profile(write(tmp_path, text + "sft: {packing: true}\n")).sft_args().packing
 
 

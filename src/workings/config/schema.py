@@ -15,8 +15,12 @@ from typing import Any
 DTYPES = ("float32", "bfloat16", "float16")
 # The linear layers of a Gemma decoder layer: what QLoRA quantizes and LoRA wraps.
 GEMMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# Attention implementations that keep packed examples apart (they read per-example boundaries).
-PACKING_SAFE_ATTENTION = ("flash_attention_2", "flash_attention_3")
+# Attention implementations that keep packed examples apart: flash attention reads the boundaries
+# TRL's padding-free collator passes; eager and flex_attention honour the block-diagonal mask that
+# transformers (>= 4.56) builds from positions restarting at 0 when there is no cache. Each keeps
+# Gemma 2's attention-logit softcapping (flash attention from 2.6). Training measures it again on
+# the loaded model (train.sft.check_packing), since a version or kernel may not do what it says.
+PACKING_SAFE_ATTENTION = ("eager", "flex_attention", "flash_attention_2", "flash_attention_3")
 GOLD_FORMATS = ("plain", "gsm8k", "boxed")
 ENGINES = ("hf", "vllm")
 

@@ -280,16 +280,20 @@ def attention_leak(model: Any, sequences: list[list[int]], packed: bool = True) 
     ``packed`` concatenates them into one row with positions restarting at 0 for each, as
     TRL's padding-free packing does; otherwise they are right-padded into a batch with an
     attention mask. Zero (up to float error) means examples cannot see each other.
+
+    The model runs as TRL's trainer runs it, without a cache: transformers reads the example
+    boundaries from the restarting positions only then, and only if the attention honours the
+    mask it builds from them.
     """
     import torch
 
     model_device = next(model.parameters()).device
     with torch.no_grad():
-        alone = [model(input_ids=torch.tensor([s], device=model_device)).logits[0] for s in sequences]
+        alone = [model(input_ids=torch.tensor([s], device=model_device), use_cache=False).logits[0] for s in sequences]
         if packed:
             ids = torch.tensor([[t for s in sequences for t in s]], device=model_device)
             positions = torch.tensor([[p for s in sequences for p in range(len(s))]], device=model_device)
-            together = model(input_ids=ids, position_ids=positions).logits[0]
+            together = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0]
             rows, start = [], 0
             for s in sequences:
                 rows.append(together[start : start + len(s)])
@@ -301,7 +305,7 @@ def attention_leak(model: Any, sequences: list[list[int]], packed: bool = True) 
             for i, s in enumerate(sequences):
                 ids[i, : len(s)] = torch.tensor(s)
                 mask[i, : len(s)] = 1
-            together = model(input_ids=ids, attention_mask=mask).logits
+            together = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
             rows = [together[i, : len(s)] for i, s in enumerate(sequences)]
     return max((a.float() - b.float()).abs().max().item() for a, b in zip(alone, rows))
 
@@ -312,4 +316,4 @@ def check_packing(model: Any, attn_implementation: str, sequences: list[list[int
     if leak > tolerance:
         raise ProfileError(
             f"sft.packing: packed examples attend to each other with {attn_implementation!r} attention "
-            f"(logits differ by up to {leak:.2f} from unpacked); turn packing off or use flash_attention_2")
+            f"(logits differ by up to {leak:.2f} from unpacked); turn packing off or use eager or flex_attention")
