@@ -47,6 +47,48 @@ def test_cuda_profile_on_a_machine_without_cuda_names_training_device(tiny_profi
         check_environment(tiny_profile({"training": {"device": "cuda"}}))
 
 
+@pytest.fixture
+def gpu_without_bfloat16(monkeypatch):
+    """This machine as a Kaggle T4 (compute capability 7.5: float16 tensor cores, no bfloat16)."""
+    import torch
+    from trl import SFTConfig  # noqa: F401  imported on the real machine: its import probes CUDA
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+
+
+def test_a_bfloat16_profile_on_a_gpu_without_bfloat16_is_refused_before_loading(gpu_without_bfloat16):
+    from workings.config.loading import load_profile
+
+    with pytest.raises(ProfileError, match=r"a100\.yaml: model\.dtype: bfloat16, but Tesla T4 \(compute capability 7\.5\) "
+                                           r"has no bfloat16 \(set in model\.dtype, quantization\.compute_dtype, sft\.bf16\); "
+                                           r"use a float16 profile such as kaggle-p100 or kaggle-t4x2"):
+        check_environment(load_profile("a100"))
+
+
+def test_bf16_mixed_precision_alone_is_named_on_a_gpu_without_bfloat16(tiny_profile, gpu_without_bfloat16):
+    profile = tiny_profile({"training": {"device": "cuda"}, "sft": {"bf16": True}})
+    with pytest.raises(ProfileError, match=r"test\.yaml: sft\.bf16: bfloat16, but Tesla T4"):
+        check_environment(profile)
+
+
+def test_the_float16_kaggle_profile_passes_the_check_on_a_gpu_without_bfloat16(gpu_without_bfloat16):
+    from workings.config.loading import load_profile
+
+    check_environment(load_profile("kaggle-p100"))
+
+
+def test_a_run_with_another_number_of_processes_than_the_profile_is_refused(monkeypatch, gpu_without_bfloat16):
+    from workings.config.loading import load_profile
+
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(ProfileError, match=r"kaggle-t4x2\.yaml: training\.processes: the profile trains with 2 process\(es\), "
+                                           r"this run has 1; launch it with accelerate launch --num_processes 2"):
+        check_environment(load_profile("kaggle-t4x2"))
+
+
 def test_demo_4bit_profile_passes_the_machine_check_on_cpu(tiny_profile):
     check_environment(tiny_profile())
 
@@ -210,6 +252,20 @@ def test_check_packing_accepts_eager_attention(random_tiny_dir):
 
     model = AutoModelForCausalLM.from_pretrained(random_tiny_dir, attn_implementation="eager")
     check_packing(model, "eager", [[2, 10, 11, 12, 13, 14], [2, 20, 21, 22]])
+
+
+def test_padding_free_micro_batches_train_like_the_seeds_padded_ones(tiny_profile, small_mix, tmp_path):
+    """The fast profiles' batching (rows laid end to end, 4 per pass) against the seed's (rows padded
+    to the longest, 2 per pass, 2 accumulated): the same 4 rows per optimizer step, the same
+    losses step by step (float32; tolerance 1e-4 relative for summation order)."""
+    seed_like = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2}
+    fast_like = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "padding_free": True}
+    runs = {name: train(short_profile(tiny_profile, max_steps=4, save_steps=4, eval_steps=4, **sft), small_mix,
+                        tmp_path / name, progress=False)
+            for name, sft in (("padded", seed_like), ("padding_free", fast_like))}
+    padded, padding_free = (losses(runs[name].log_history) for name in ("padded", "padding_free"))
+    assert [step for step, _ in padding_free] == [1, 2, 3, 4]
+    assert [loss for _, loss in padding_free] == pytest.approx([loss for _, loss in padded], rel=1e-4)
 
 
 # --- the run: logs, checkpoints, resume, divergence -------------------------------------

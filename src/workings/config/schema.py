@@ -207,9 +207,20 @@ class TrainingConfig:
     # What the book does when the run folder already holds checkpoints: restart (the demo's few
     # minutes) or resume (a GPU run of hours continues where it stopped; a finished one is kept).
     rerun: str = "resume"
+    # The GPU the profile is made for and its memory: the QLoRA chapter checks the predicted peak against it.
+    gpu: str | None = None
+    gpu_memory_gib: float | None = None
+    # Processes the profile trains with (one per GPU, under accelerate launch): its global batch is
+    # per_device_train_batch_size x gradient_accumulation_steps x processes, so a run with another
+    # number of processes is refused rather than trained with another batch.
+    processes: int = 1
 
     def validate(self, key: str) -> None:
         _check(self.device in ("cuda", "cpu"), f"{key}.device", f"must be cuda or cpu, got {self.device!r}")
+        _check(self.gpu_memory_gib is None or self.gpu_memory_gib > 0, f"{key}.gpu_memory_gib", "must be positive or null")
+        _check(self.processes >= 1, f"{key}.processes", f"must be at least 1, got {self.processes}")
+        _check((self.gpu is None) == (self.gpu_memory_gib is None), f"{key}.gpu",
+               "gpu and gpu_memory_gib go together: name the card and give its memory")
         _check(self.eval_rows is None or self.eval_rows > 0, f"{key}.eval_rows", "must be positive or null")
         _check(self.divergence_factor > 1, f"{key}.divergence_factor", f"must be above 1, got {self.divergence_factor}")
         _check(self.rerun in ("resume", "restart"), f"{key}.rerun", f"must be resume or restart, got {self.rerun!r}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from workings.config.schema import GEMMA_LINEAR_MODULES, LoraConfig, Profile, QuantizationConfig
+from workings.config.trainer_options import optimizer_name
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 HUB_CONFIG_DIR = Path(__file__).parent / "hub_configs"
@@ -115,11 +116,13 @@ class MemoryEstimate:
     float32 absmax per 64 weights, or 8 bits per 64 plus float32 per 256 blocks with
     double quantization); embeddings and norms stay in ``model.dtype``; LoRA weights,
     their gradients and the two Adam moments in float32 (16 bytes per trainable
-    parameter); activations as stored by the decoder in ``compute dtype`` with gradient
-    checkpointing keeping one hidden state per layer and recomputing one layer at a
-    time, eager attention materialising the float32 score matrix of one layer; the
-    logits in float32 (three copies: logits, softcapped logits, log-softmax). CUDA
-    context, allocator fragmentation and kernels' workspaces are not counted.
+    parameter; 10 with an 8-bit optimizer); activations as stored by the decoder in
+    ``compute dtype`` with gradient checkpointing keeping one hidden state per layer and
+    recomputing one layer at a time; eager attention materialising the float32 score
+    matrix of one layer (flex and flash attention do not); the logits in float32 (three
+    copies: logits, softcapped logits, log-softmax; none with Liger's fused linear
+    cross-entropy). CUDA context, allocator fragmentation and kernels' workspaces are not
+    counted. Per process: DDP gives each GPU the whole model and its own micro-batch.
     """
 
     profile: str
@@ -179,19 +182,23 @@ def estimate_memory(profile: Profile, config: Any) -> MemoryEstimate:
     # output, the MLP's gate, up, activation and product (4 x intermediate), plus the float32 scores.
     per_layer = tokens * (10 * c.hidden_size + 4 * c.intermediate_size
                           + 2 * c.num_attention_heads * c.head_dim) * compute
-    scores = t.per_device_train_batch_size * c.num_attention_heads * t.max_length**2 * 4 * 2  # scores and probabilities
+    # Eager attention materialises float32 scores and probabilities; flex and flash attention work in tiles.
+    eager = profile.model.attn_implementation == "eager"
+    scores = t.per_device_train_batch_size * c.num_attention_heads * t.max_length**2 * 4 * 2 if eager else 0
     layers = c.num_hidden_layers
     if t.gradient_checkpointing:
         activations = layers * tokens * c.hidden_size * compute + per_layer + scores
     else:
         activations = layers * (per_layer + scores)
-    logits = 3 * tokens * c.vocab_size * 4
+    # Liger's fused linear cross-entropy computes the loss in chunks and never holds the logits.
+    logits = 0 if t.use_liger_kernel else 3 * tokens * c.vocab_size * 4
+    optimizer_bytes = 2 if "8bit" in optimizer_name(t) else 8  # two Adam moments per LoRA weight
     return MemoryEstimate(
         profile=profile.name,
         frozen_weights=int(frozen),
         lora_weights=4 * lora,
         gradients=4 * lora,
-        optimizer_state=8 * lora,
+        optimizer_state=optimizer_bytes * lora,
         activations=int(activations),
         logits=logits,
     )

@@ -73,6 +73,8 @@ def check_machine(profile: Profile) -> None:
         raise ProfileError(
             f"{where}: training.device: cuda, but this machine has no CUDA device "
             f"(torch {torch.__version__}); run a cpu profile such as demo, or a GPU machine")
+    if profile.training.device == "cuda":
+        check_bfloat16(profile, where)
     if profile.quantization is not None:
         try:
             import bitsandbytes
@@ -84,6 +86,37 @@ def check_machine(profile: Profile) -> None:
                 raise ProfileError(
                     f"{where}: quantization: 4-bit on cpu needs bitsandbytes >= 0.46 "
                     f"(found {bitsandbytes.__version__}); upgrade it or remove the quantization section")
+
+
+def bfloat16_settings(profile: Profile) -> list[str]:
+    """The profile's keys that ask for bfloat16 arithmetic or storage on the device."""
+    keys = []
+    if profile.model.dtype == "bfloat16":
+        keys.append("model.dtype")
+    if profile.quantization is not None and profile.quantization.compute_dtype == "bfloat16":
+        keys.append("quantization.compute_dtype")
+    if profile.sft_args().bf16:
+        keys.append("sft.bf16")
+    return keys
+
+
+def check_bfloat16(profile: Profile, where: str) -> None:
+    """Refuse bfloat16 on a GPU without it (P100, T4, V100: before Ampere), before anything is loaded.
+
+    Such GPUs emulate it slowly or fail in a kernel hours into a run; the fp16 profiles
+    (``kaggle-p100``, ``kaggle-t4x2``) are made for them.
+    """
+    import torch
+
+    from workings.config.schema import ProfileError
+
+    keys = bfloat16_settings(profile)
+    if keys and not torch.cuda.is_bf16_supported(including_emulation=False):
+        name = torch.cuda.get_device_name()
+        major, minor = torch.cuda.get_device_capability()
+        raise ProfileError(
+            f"{where}: {keys[0]}: bfloat16, but {name} (compute capability {major}.{minor}) has no bfloat16 "
+            f"(set in {', '.join(keys)}); use a float16 profile such as kaggle-p100 or kaggle-t4x2")
 
 
 def check_adapter(adapter: str | Path) -> Path:

@@ -36,23 +36,24 @@ def length_histogram(lengths_by_source: Mapping[str, Sequence[int]], max_length:
     return fig
 
 
-def memory_plot(estimates: Sequence[Any], limit_gib: float | None, title: str) -> Any:
-    """Stacked bars of the memory components per profile, with the device limit marked."""
+def memory_plot(estimates: Sequence[Any], limits: Mapping[str, float | None], title: str) -> Any:
+    """Stacked bars of the memory components per profile, each with its GPU's memory marked."""
     import matplotlib.pyplot as plt
 
     table = memory_table(estimates).drop(columns="total")
-    fig, ax = plt.subplots(figsize=(7.0, 3.0))
+    fig, ax = plt.subplots(figsize=(7.0, 0.5 * len(table) + 1.6))
     left = pd.Series(0.0, index=table.index)
     colours = ["#4c72b0", "#55a868", "#8172b2", "#ccb974", "#c44e52", "#64b5cd"]
     for colour, column in zip(colours, table.columns):
         ax.barh(table.index, table[column], left=left, color=colour, label=column.replace("_", " "))
         left += table[column]
-    if limit_gib is not None:
-        ax.axvline(limit_gib, color="black", linestyle="--", linewidth=1)
-        ax.text(limit_gib, -0.6, f" {limit_gib:g} GiB", va="bottom")
-    ax.set_xlabel("GiB (estimated peak)")
+    for row, name in enumerate(table.index):
+        if limits.get(name) is not None:
+            ax.plot([limits[name]] * 2, [row - 0.45, row + 0.45], color="black", linestyle="--", linewidth=1.2)
+    ax.plot([], [], color="black", linestyle="--", linewidth=1.2, label="GPU memory")
+    ax.set_xlabel("GiB (estimated peak per GPU)")
     ax.invert_yaxis()
-    ax.legend(ncol=3, loc="lower right")
+    ax.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(table) > 3 else -0.35), fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -97,9 +97,14 @@ def qlora_table(predictions: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("profile")
 
 
-def memory_table(estimates: Sequence[Any]) -> pd.DataFrame:
-    """:class:`workings.models.cost.MemoryEstimate` rows in GiB."""
-    return pd.DataFrame({e.profile: e.as_gib() for e in estimates}).T.round(2)
+def memory_table(estimates: Sequence[Any], limits: Mapping[str, float | None] | None = None) -> pd.DataFrame:
+    """:class:`workings.models.cost.MemoryEstimate` rows in GiB; with ``limits`` (GiB per profile,
+    the memory of the GPU each is made for) a column of the limit and of what is left under it."""
+    table = pd.DataFrame({e.profile: e.as_gib() for e in estimates}).T
+    if limits is not None:
+        table["gpu"] = [limits.get(name) for name in table.index]
+        table["headroom"] = table["gpu"] - table["total"]
+    return table.round(2)
 
 
 # --- the training run ------------------------------------------------------------------

@@ -26,10 +26,17 @@ def _where(profile: Profile) -> str:
 
 def check_environment(profile: Profile) -> None:
     """Fail before any model is loaded when the machine cannot train the profile as written."""
+    from workings.config.environment import world_size
     from workings.config.trainer_options import optimizer_name
     from workings.models.loading import check_machine
 
     check_machine(profile)
+    processes = world_size()
+    if processes != profile.training.processes:
+        raise ProfileError(
+            f"{_where(profile)}: training.processes: the profile trains with {profile.training.processes} process(es), "
+            f"this run has {processes}; launch it with accelerate launch --num_processes {profile.training.processes}, "
+            "or write a profile whose batch fits this number")
     sft = profile.sft_args()
     optim = optimizer_name(sft)
     if "bnb" in optim or "paged" in optim or "8bit" in optim:
@@ -37,11 +44,18 @@ def check_environment(profile: Profile) -> None:
             import bitsandbytes  # noqa: F401
         except ImportError as err:
             raise ProfileError(f"{_where(profile)}: sft.optim: {optim} needs bitsandbytes, which does not import ({err})") from None
-    if sft.packing:
+    attention = profile.model.attn_implementation
+    if attention.startswith("flash_attention"):
         import importlib.util
 
         if importlib.util.find_spec("flash_attn") is None:
-            raise ProfileError(f"{_where(profile)}: sft.packing: needs flash-attn, which is not installed")
+            raise ProfileError(f"{_where(profile)}: model.attn_implementation: {attention} needs flash-attn, which is not installed")
+    if sft.use_liger_kernel:
+        import importlib.util
+
+        if importlib.util.find_spec("liger_kernel") is None:
+            raise ProfileError(f"{_where(profile)}: sft.use_liger_kernel: needs liger-kernel, which is not installed "
+                               "(pip install liger-kernel, on a GPU machine)")
 
 
 def check_mix(profile: Profile, train_rows: Any, report: dict[str, Any]) -> None:

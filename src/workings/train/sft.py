@@ -92,6 +92,10 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
     import transformers
 
     args = sft_config(profile, out_dir, progress=progress)
+    if args.padding_free and not args.packing:
+        # TRL refuses a max_length that padding-free batches would not enforce; check_mix has
+        # already refused every row longer than sft.max_length, so nothing is left to cut.
+        args.max_length = None
     transformers.set_seed(args.seed)
     tokenizer = load_tokenizer(profile.model)
     base = load_base_model(profile)
