@@ -284,3 +284,24 @@ def test_editing_a_local_source_in_place_changes_the_mix_key(tmp_path):
     assert mix_provenance("p", data, "tiny")["data_key"] == before
     rows.write_text(json.dumps({"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}) + "\n")
     assert mix_provenance("p", data, "tiny")["data_key"] != before
+
+
+def test_a_mix_built_by_several_processes_is_the_one_built_by_one(monkeypatch, tokenizer):
+    """Rows are rendered, tokenized and signed in chunks by worker processes; chunks of 50 rows make
+    many tasks of both parallel stages, and the rows, their order and the report come out the same."""
+    import dataclasses
+
+    import workings.data.dedup as dedup
+    import workings.data.mix as mix
+    from workings.config.loading import load_profile
+
+    monkeypatch.setattr(mix, "LENGTH_CHUNK", 50)
+    monkeypatch.setattr(dedup, "SIGNATURE_CHUNK", 50)
+    data = load_profile("demo").data
+    synthetic = data.sources[0]
+    data = dataclasses.replace(data, sources=[dataclasses.replace(synthetic, synthetic=dataclasses.replace(synthetic.synthetic, n=600)),
+                                              *data.sources[1:]])
+    one = mix.build_mix(data, tokenizer, progress=False, num_proc=1)
+    two = mix.build_mix(data, tokenizer, progress=False, num_proc=2)
+    assert len(one.train) > 500
+    assert (two.train, two.heldout, two.report) == (one.train, one.heldout, one.report)

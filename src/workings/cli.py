@@ -34,6 +34,20 @@ def _quiet_libraries() -> None:
 
 # --- commands -------------------------------------------------------------------------------
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or a job's share, not the machine's count)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_mix_command(args: argparse.Namespace) -> int:
     from workings.data.mix import build_mix, mix_provenance, save_mix
     from workings.models.loading import load_tokenizer
@@ -41,7 +55,7 @@ def build_mix_command(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     out = Path(args.out) if args.out else run_dir(profile) / "mix"
     start = time.perf_counter()
-    mix = build_mix(profile.data, load_tokenizer(profile.model), progress=not args.quiet)
+    mix = build_mix(profile.data, load_tokenizer(profile.model), progress=not args.quiet, num_proc=args.num_proc)
     save_mix(mix, out, mix_provenance(profile.name, profile.data, profile.model.id))
     totals = mix.report["totals"]
     print(f"{out}: {totals['train_rows']} training rows, {totals['heldout']} held out, "
@@ -57,7 +71,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.profile)
     check_environment(profile)  # before the tokenizer is downloaded to build the mix
-    mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet)
+    mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet, num_proc=args.num_proc)
     out = Path(args.out) if args.out else run_dir(profile) / "sft"
     result = train(profile, mix_dir, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     s = result.summary
@@ -235,12 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     mix = commands.add_parser("build-mix", parents=[common], help="build the training mix of a profile")
     mix.add_argument("--out", default=None, help="output folder (default: runs/<profile>/mix)")
     mix.add_argument("--verbose", action="store_true", help="print the drop counts")
+    mix.add_argument("--num-proc", type=positive_int, default=usable_cores(),
+                     help="processes that render, tokenize and sign rows; the mix is the same for any number "
+                          "(default: this machine's usable cores, %(default)s)")
     mix.set_defaults(func=build_mix_command)
 
     run = commands.add_parser("train", parents=[common],
                               help="fine-tune the profile's model on its mix (SFT with LoRA/QLoRA)")
     run.add_argument("--mix", default=None, help="mix folder (default: runs/<profile>/mix, built if missing)")
     run.add_argument("--out", default=None, help="run folder (default: runs/<profile>/sft)")
+    run.add_argument("--num-proc", type=positive_int, default=usable_cores(),
+                     help="processes for building the mix when it is missing (default: %(default)s)")
     again = run.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint in the run folder (a finished run is left as it is)")

@@ -6,9 +6,13 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 import numpy as np
+
+
+SIGNATURE_CHUNK = 2000  # texts per task when signatures are computed in parallel
 
 
 def normalise(text: str) -> str:
@@ -49,29 +53,51 @@ def lsh_rows_per_band(threshold: float, num_perm: int, recall: float = 0.999) ->
     return 1
 
 
+def minhash_signatures(texts: Sequence[str], n: int, salts: np.ndarray) -> list[np.ndarray | None]:
+    """Each text's MinHash signature over its word ``n``-grams (``None`` for a text without words)."""
+    out: list[np.ndarray | None] = []
+    for text in texts:
+        grams = word_ngrams(text, n)
+        if not grams:
+            out.append(None)
+            continue
+        hashes = np.fromiter((_hash64(g) for g in grams), dtype=np.uint64, count=len(grams))
+        out.append(_mix64(hashes[:, None] ^ salts[None, :]).min(axis=0))
+    return out
+
+
 def near_duplicate_pairs(
-    texts: Sequence[str], threshold: float, *, n: int = 3, num_perm: int = 128, seed: int = 0
+    texts: Sequence[str], threshold: float, *, n: int = 3, num_perm: int = 128, seed: int = 0,
+    map_chunks: Callable[[Callable, list], Iterable] = map,
 ) -> list[tuple[int, int]]:
     """Index pairs ``(i, j)``, ``i < j``, whose word ``n``-gram Jaccard similarity is at least ``threshold``.
 
     MinHash with LSH banding proposes candidates, with bands sized so a pair exactly at the
     threshold is proposed with probability >= 0.999 (higher similarity, higher still); every
     candidate is checked with the exact Jaccard similarity, so no pair below the threshold is returned.
+    ``map_chunks`` computes the signatures of consecutive chunks of texts, in order (a process
+    pool's ``map`` spreads them over cores; the pairs are the same).
     """
     rows = lsh_rows_per_band(threshold, num_perm)
     bands = num_perm // rows
     salts = np.random.default_rng(seed).integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64)
-    shingles = [word_ngrams(t, n) for t in texts]
+    chunks = [list(texts[i : i + SIGNATURE_CHUNK]) for i in range(0, len(texts), SIGNATURE_CHUNK)]
+    signatures = [sig for chunk in map_chunks(partial(minhash_signatures, n=n, salts=salts), chunks) for sig in chunk]
     buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
-    for i, grams in enumerate(shingles):
-        if not grams:
+    for i, signature in enumerate(signatures):
+        if signature is None:
             continue
-        hashes = np.fromiter((_hash64(g) for g in grams), dtype=np.uint64, count=len(grams))
-        signature = _mix64(hashes[:, None] ^ salts[None, :]).min(axis=0)
         for band in range(bands):
             buckets[(band, signature[band * rows : (band + 1) * rows].tobytes())].append(i)
     candidates = {(m[x], m[y]) for m in buckets.values() if len(m) > 1 for x in range(len(m)) for y in range(x + 1, len(m))}
-    return sorted((i, j) for i, j in candidates if jaccard(shingles[i], shingles[j]) >= threshold)
+    shingles: dict[int, set[str]] = {}
+
+    def grams(i: int) -> set[str]:
+        if i not in shingles:
+            shingles[i] = word_ngrams(texts[i], n)
+        return shingles[i]
+
+    return sorted((i, j) for i, j in candidates if jaccard(grams(i), grams(j)) >= threshold)
 
 
 class NgramIndex:

@@ -20,9 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import multiprocessing
+import os
 import random
+import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +42,8 @@ from workings.data.example import DataUnavailable, Example, Unusable
 from workings.data.sources import convert, load_rows
 from workings.data.synthetic import generate_synthetic
 from workings.files import file_digest, json_digest, module_digests, write_folder
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the profile's types; data sits below config and reads them by attribute only
     from workings.config.schema import DataConfig, EvalSetSpec, Origin
@@ -157,25 +165,75 @@ def drop_exact_duplicates(examples: list[Example], counts: Counts) -> list[Examp
     return unique
 
 
-def measure_lengths(examples: list[Example], tokenizer: Any, max_length: int, counts: Counts,
-                    progress: bool) -> list[_Fitted]:
-    """Stage 3: the rows whose rendered chat fits ``max_length`` tokens of the model's tokenizer."""
+# Rows per task of the length stage; the tokenizer of a worker process (set by its pool).
+LENGTH_CHUNK = 512
+_worker_tokenizer: Any = None
+
+
+def _set_worker_tokenizer(tokenizer: Any) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer
+
+
+def _render_and_count(chunk: list[tuple[str, str, str]]) -> list[tuple[int, dict[str, str]]]:
+    """Each (question, reasoning, answer) rendered as the model's chat, with its length in tokens."""
+    chats = [prompt_completion(q, r, a, _worker_tokenizer) for q, r, a in chunk]
+    ids = _worker_tokenizer([chat["prompt"] + chat["completion"] for chat in chats], add_special_tokens=False)["input_ids"]
+    return [(len(row), chat) for row, chat in zip(ids, chats)]
+
+
+@contextmanager
+def worker_pool(num_proc: int, tokenizer: Any) -> Iterator[Callable[[Callable, list], Iterable]]:
+    """An ordered ``map`` over ``num_proc`` worker processes that hold ``tokenizer`` (the plain
+    ``map`` in this process when ``num_proc`` is 1).
+
+    Workers are forked where the platform allows it (a spawned one spends seconds importing
+    transformers again), with the tokenizer's own threads off in them: they are one process per
+    core already, and tokenizers would otherwise warn that a fork stopped its threads.
+    """
+    if num_proc <= 1:
+        _set_worker_tokenizer(tokenizer)
+        try:
+            yield map
+        finally:
+            _set_worker_tokenizer(None)
+        return
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    was = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        with ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context(method),
+                                 initializer=_set_worker_tokenizer, initargs=(tokenizer,)) as pool:
+            yield pool.map
+    finally:
+        if was is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = was
+
+
+def measure_lengths(examples: list[Example], max_length: int, counts: Counts, progress: bool,
+                    map_chunks: Callable[[Callable, list], Iterable] = map) -> list[_Fitted]:
+    """Stage 3: the rows whose rendered chat fits ``max_length`` tokens of the model's tokenizer
+    (the tokenizer of :func:`worker_pool`, whose ``map`` is ``map_chunks``)."""
+    chunks = [[(ex.question, ex.reasoning, ex.answer) for ex in examples[i : i + LENGTH_CHUNK]]
+              for i in range(0, len(examples), LENGTH_CHUNK)]
+    measured = map_chunks(_render_and_count, chunks)
     fitting: list[_Fitted] = []
-    batch = 256
-    for start in tqdm(range(0, len(examples), batch), desc="measure length", disable=not progress, leave=False):
-        chunk = examples[start : start + batch]
-        chats = [prompt_completion(ex.question, ex.reasoning, ex.answer, tokenizer) for ex in chunk]
-        texts = [chat["prompt"] + chat["completion"] for chat in chats]
-        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        for ex, n, chat in zip(chunk, lengths, chats):
+    bar = tqdm(total=len(examples), desc="measure length", disable=not progress, leave=False, unit="row")
+    for start, results in zip(range(0, len(examples), LENGTH_CHUNK), measured):
+        for ex, (n, chat) in zip(examples[start : start + LENGTH_CHUNK], results):
             if n > max_length:
                 counts[ex.source].dropped["too_long"] += 1
             else:
                 fitting.append(_Fitted(ex, n, chat))
+        bar.update(len(results))
+    bar.close()
     return fitting
 
 
-def group_questions(fitting: list[_Fitted], config: DataConfig, counts: Counts) -> dict[int, list[int]]:
+def group_questions(fitting: list[_Fitted], config: DataConfig, counts: Counts,
+                    map_chunks: Callable[[Callable, list], Iterable] = map) -> dict[int, list[int]]:
     """Stage 4: (near-)identical questions grouped (union-find over exact normalised matches and
     MinHash pairs); at most ``max_per_question`` rows kept per group, keyed by the group's first row."""
     parent = list(range(len(fitting)))
@@ -194,7 +252,8 @@ def group_questions(fitting: list[_Fitted], config: DataConfig, counts: Counts) 
             exact_pairs.append((by_text[key], i))
         else:
             by_text[key] = i
-    near = near_duplicate_pairs([f.example.question for f in fitting], config.near_duplicate_threshold, seed=config.seed)
+    near = near_duplicate_pairs([f.example.question for f in fitting], config.near_duplicate_threshold, seed=config.seed,
+                                map_chunks=map_chunks)
     for i, j in exact_pairs + near:
         ri, rj = find(i), find(j)
         if ri != rj:
@@ -314,12 +373,20 @@ def check_every_source_contributes(config: DataConfig, counts: Counts) -> None:
                 f"{c.rows_in} read" + (f"; dropped: {reasons}" if reasons else ""))
 
 
-def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True) -> Mix:
-    """Run every stage on the profile's sources; see the module docstring."""
+def build_mix(config: DataConfig, tokenizer: Any, *, progress: bool = True, num_proc: int = 1) -> Mix:
+    """Run every stage on the profile's sources; see the module docstring.
+
+    ``num_proc`` worker processes render, tokenize and sign (MinHash) the rows in ordered chunks;
+    every other stage reads them in the same order, so the mix is the same for any ``num_proc``.
+    """
     counts = {spec.name: SourceCounts() for spec in config.sources}
     examples = drop_exact_duplicates(convert_sources(config, counts, progress), counts)
-    fitting = measure_lengths(examples, tokenizer, config.max_length, counts, progress)
-    groups = group_questions(fitting, config, counts)
+    with worker_pool(num_proc, tokenizer) as map_chunks:
+        started = time.perf_counter()
+        fitting = measure_lengths(examples, config.max_length, counts, progress, map_chunks)
+        log.info("rendered and measured %d rows in %.1f s (%d process(es))", len(examples),
+                 time.perf_counter() - started, num_proc)
+        groups = group_questions(fitting, config, counts, map_chunks)
     cleaner = _Decontaminator(fitting, config.decontamination.threshold, counts)
     eval_sizes: dict[str, int] = {}
     groups = decontaminate(groups, config, cleaner, eval_sizes)
@@ -418,7 +485,7 @@ def mix_provenance(name: str, data: DataConfig, model_id: str) -> dict[str, Any]
 
 
 def ensure_mix(out_dir: str | Path, provenance: dict[str, Any], data: DataConfig, tokenizer: Callable[[], Any],
-               *, progress: bool = True) -> Path:
+               *, progress: bool = True, num_proc: int = 1) -> Path:
     """The mix folder ``out_dir``, built and saved first if it is missing or was built from other
     data settings, another model or other curation code (another ``provenance["data_key"]``).
 
@@ -428,7 +495,7 @@ def ensure_mix(out_dir: str | Path, provenance: dict[str, Any], data: DataConfig
     report_file = out_dir / "report.json"
     if report_file.is_file() and json.loads(report_file.read_text()).get("data_key") == provenance["data_key"]:
         return out_dir
-    mix = build_mix(data, tokenizer(), progress=progress)
+    mix = build_mix(data, tokenizer(), progress=progress, num_proc=num_proc)
     return save_mix(mix, out_dir, provenance)
 
 

@@ -275,11 +275,11 @@ def whole_run_loss(history: list[dict[str, Any]], resumed_at: int, steps: int, l
     return (total + loss_this_call * (steps - resumed_at)) / steps
 
 
-def ensure_profile_mix(profile: Profile, *, progress: bool = True) -> Path:
+def ensure_profile_mix(profile: Profile, *, progress: bool = True, num_proc: int = 1) -> Path:
     """The profile's mix folder (``runs/<profile>/mix``), built first if missing or out of date
     (see :func:`workings.data.mix.ensure_mix`)."""
     from workings.data.mix import ensure_mix, mix_provenance
     from workings.models.loading import load_tokenizer
 
     return ensure_mix(run_dir(profile) / "mix", mix_provenance(profile.name, profile.data, profile.model.id),
-                      profile.data, lambda: load_tokenizer(profile.model), progress=progress)
+                      profile.data, lambda: load_tokenizer(profile.model), progress=progress, num_proc=num_proc)
