@@ -484,6 +484,12 @@ def mix_provenance(name: str, data: DataConfig, model_id: str) -> dict[str, Any]
     return {"profile": name, "model": model_id, "data_key": key}
 
 
+def mix_is_current(out_dir: str | Path, provenance: dict[str, Any]) -> bool:
+    """Whether ``out_dir`` holds a mix built from ``provenance``'s data settings, model and code."""
+    report_file = Path(out_dir) / "report.json"
+    return report_file.is_file() and json.loads(report_file.read_text()).get("data_key") == provenance["data_key"]
+
+
 def ensure_mix(out_dir: str | Path, provenance: dict[str, Any], data: DataConfig, tokenizer: Callable[[], Any],
                *, progress: bool = True, num_proc: int = 1) -> Path:
     """The mix folder ``out_dir``, built and saved first if it is missing or was built from other
@@ -492,8 +498,7 @@ def ensure_mix(out_dir: str | Path, provenance: dict[str, Any], data: DataConfig
     ``tokenizer`` is called only when the mix has to be built.
     """
     out_dir = Path(out_dir)
-    report_file = out_dir / "report.json"
-    if report_file.is_file() and json.loads(report_file.read_text()).get("data_key") == provenance["data_key"]:
+    if mix_is_current(out_dir, provenance):
         return out_dir
     mix = build_mix(data, tokenizer(), progress=progress, num_proc=num_proc)
     return save_mix(mix, out_dir, provenance)

@@ -278,8 +278,15 @@ def whole_run_loss(history: list[dict[str, Any]], resumed_at: int, steps: int, l
 def ensure_profile_mix(profile: Profile, *, progress: bool = True, num_proc: int = 1) -> Path:
     """The profile's mix folder (``runs/<profile>/mix``), built first if missing or out of date
     (see :func:`workings.data.mix.ensure_mix`)."""
-    from workings.data.mix import ensure_mix, mix_provenance
+    from workings.config.environment import world_size
+    from workings.data.mix import ensure_mix, mix_provenance, mix_is_current
     from workings.models.loading import load_tokenizer
 
-    return ensure_mix(run_dir(profile) / "mix", mix_provenance(profile.name, profile.data, profile.model.id),
-                      profile.data, lambda: load_tokenizer(profile.model), progress=progress, num_proc=num_proc)
+    mix_dir = run_dir(profile) / "mix"
+    provenance = mix_provenance(profile.name, profile.data, profile.model.id)
+    if world_size() > 1 and not mix_is_current(mix_dir, provenance):
+        # Several processes would each build and write it at once: one command builds it first.
+        raise ProfileError(f"{_where(profile)}: data: {mix_dir} is missing or out of date, and {world_size()} processes "
+                           f"would each build it; build it first with: workings build-mix --profile {profile.name}")
+
+    return ensure_mix(mix_dir, provenance, profile.data, lambda: load_tokenizer(profile.model), progress=progress, num_proc=num_proc)

@@ -166,8 +166,10 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
     if held is not None and not (resume or overwrite):
         raise RunExists(out_dir, held)
     work_dir = staging_dir(out_dir) if (overwrite and held is not None) else out_dir
-    if work_dir != out_dir or (overwrite and out_dir.is_dir()):
+    processes = run_processes(profile)
+    if processes.is_main_process and (work_dir != out_dir or (overwrite and out_dir.is_dir())):
         shutil.rmtree(work_dir, ignore_errors=True)  # a stale staging folder, or an empty run folder
+    processes.wait_for_everyone()
     resumed_from = existing[-1] if resume else None
     trainer = build_trainer(profile, mix_dir, work_dir, progress=progress, callbacks=callbacks)
     start = time.perf_counter()
@@ -179,8 +181,9 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
     # A run shorter than one logging interval is judged here, on its mean loss.
     check_loss("mean training loss", train_loss, state.global_step, vocab_size=len(trainer.processing_class),
                reference=None, factor=profile.training.divergence_factor, out_dir=work_dir)
-    trainer.save_state()  # trainer_state.json at the top of the run folder
-    save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype)
+    trainer.save_state()  # trainer_state.json at the top of the run folder (the main process writes it)
+    if processes.is_main_process:
+        save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype)
     evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
     tokens_before = _tokens_seen(resumed_from)
     summary = {
@@ -200,11 +203,25 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
         **peak_memory(),
         "sft": profile.sft,
     }
-    (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
-    (work_dir / "README.md").write_text(run_card(profile, summary, mix_dir))
-    if work_dir != out_dir:
-        swap_in(work_dir, out_dir)
+    if processes.is_main_process:
+        (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
+        (work_dir / "README.md").write_text(run_card(profile, summary, mix_dir))
+        if work_dir != out_dir:
+            swap_in(work_dir, out_dir)
+    processes.wait_for_everyone()  # no process returns before the run folder is complete
     return TrainResult(out_dir, out_dir / "adapter", state.global_step, seconds, state.log_history, summary)
+
+
+def run_processes(profile: Profile) -> Any:
+    """This process's place among the processes training together (accelerate's ``PartialState``).
+
+    Under ``accelerate launch`` or ``torchrun`` it joins their process group (gloo on the CPU,
+    NCCL on GPUs) so that only the main process writes the run folder's own files, and the
+    others wait for it; alone, it is a group of one.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=profile.training.device == "cpu")
 
 
 def peak_memory() -> dict[str, Any]:
