@@ -252,3 +252,20 @@ def test_extending_an_unknown_profile_names_the_file_that_asks_for_it(tmp_path):
     child.write_text("extends: demo-cpu\nname: child\n")
     with pytest.raises(ProfileError, match=rf"{re.escape(str(child))}: extends: demo-cpu: no such profile \(known: a100"):
         load_profile(child)
+
+
+@pytest.mark.parametrize("profile, variant", [("a100-fast", "a100-fast (+ Liger, fused AdamW)"),
+                                              ("h100-fast", "h100-fast (no checkpointing)")])
+def test_the_fast_profiles_are_the_variants_the_speed_benchmark_measures(profile, variant):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "train_speed.py"
+    spec = importlib.util.spec_from_file_location("train_speed", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    change = module.VARIANTS[variant]
+    fast, seed = load_profile(profile), load_profile("a100")
+    assert fast.quantization is None and change["quantization"] is None
+    assert fast.model.attn_implementation == change["model"]["attn_implementation"]
+    assert fast.sft == {**seed.sft, **change["sft"]}
