@@ -282,3 +282,14 @@ def test_verdicts_say_which_model_is_more_accurate_and_whether_it_is_chance():
         "b2 (3 questions): tuned 33.3% vs base 0.0%; only tuned right on 1, only base on 0; McNemar p = 1: "
         "no difference beyond chance at the 5% level.",
     ]
+
+
+def test_distinct_rows_keeps_the_first_of_equal_rows_and_names_the_others():
+    import pandas as pd
+
+    from workings.report.tables import distinct_rows
+
+    table = pd.DataFrame({"r": [32, 32, 16, 32], "saved as": ["bf16", "bf16", "fp32", "fp16"]}, index=["a", "b", "c", "d"])
+    shown, same = distinct_rows(table)
+    assert list(shown.index) == ["a", "c", "d"]
+    assert same == {"a": ["b"]}

@@ -97,6 +97,21 @@ def qlora_table(predictions: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("profile")
 
 
+def distinct_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """``table`` with each repeated row kept once (the first), and for each kept row's index the
+    indices of the rows equal to it that were left out."""
+    kept: dict[tuple, str] = {}
+    same: dict[str, list[str]] = {}
+    for name, row in table.iterrows():
+        key = tuple(row.astype(str))
+        if key in kept:
+            same[kept[key]].append(name)
+        else:
+            kept[key] = name
+            same[name] = []
+    return table.loc[list(kept.values())], {k: v for k, v in same.items() if v}
+
+
 def memory_table(estimates: Sequence[Any], limits: Mapping[str, float | None] | None = None) -> pd.DataFrame:
     """:class:`workings.models.cost.MemoryEstimate` rows in GiB; with ``limits`` (GiB per profile,
     the memory of the GPU each is made for) a column of the limit and of what is left under it."""
