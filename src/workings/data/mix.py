@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest.mock import patch
 
 import numpy as np
 from tqdm import tqdm
@@ -199,17 +200,11 @@ def worker_pool(num_proc: int, tokenizer: Any) -> Iterator[Callable[[Callable, l
             _set_worker_tokenizer(None)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    was = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        with ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context(method),
-                                 initializer=_set_worker_tokenizer, initargs=(tokenizer,)) as pool:
-            yield pool.map
-    finally:
-        if was is None:
-            del os.environ["TOKENIZERS_PARALLELISM"]
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = was
+    # Set for the workers while the pool lives, then restored as it was.
+    with patch.dict(os.environ, {"TOKENIZERS_PARALLELISM": "false"}), \
+            ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context(method),
+                                initializer=_set_worker_tokenizer, initargs=(tokenizer,)) as pool:
+        yield pool.map
 
 
 def measure_lengths(examples: list[Example], max_length: int, counts: Counts, progress: bool,
