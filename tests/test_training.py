@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -245,6 +246,14 @@ def test_check_packing_refuses_an_attention_that_lets_packed_examples_see_each_o
     with pytest.raises(ProfileError, match=r"sft\.packing: packed examples attend to each other with 'causal_only' attention "
                                            r"\(logits differ by up to 0\.\d\d from unpacked\)"):
         check_packing(model, causal_only_attention, [[2, 10, 11, 12, 13, 14], [2, 20, 21, 22]])
+
+
+def test_a_padding_free_run_measures_its_attention_before_the_first_step(tiny_profile, small_mix, tmp_path,
+                                                                          causal_only_attention):
+    profile = short_profile(tiny_profile, padding_free=True)
+    with pytest.raises(ProfileError, match=r"sft\.padding_free: packed examples attend to each other with 'causal_only'"):
+        build_trainer(dataclasses.replace(profile, model=dataclasses.replace(profile.model, attn_implementation=causal_only_attention)),
+                      small_mix, tmp_path / "run", progress=False)
 
 
 def test_check_packing_accepts_eager_attention(random_tiny_dir):

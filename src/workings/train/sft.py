@@ -99,9 +99,9 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
     transformers.set_seed(args.seed)
     tokenizer = load_tokenizer(profile.model)
     base = load_base_model(profile)
-    if args.packing:  # measured on the loaded model, not assumed from its name
+    if args.packing or args.padding_free:  # measured on the loaded model, not assumed from its name
         probe = [tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"][:64] for r in train_rows.select(range(2))]
-        check_packing(base, profile.model.attn_implementation, probe)
+        check_packing(base, profile.model.attn_implementation, probe, option="packing" if args.packing else "padding_free")
     model = prepare_for_training(base, profile)
     tensorboard = TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard")))
     import datasets
@@ -331,10 +331,12 @@ def attention_leak(model: Any, sequences: list[list[int]], packed: bool = True) 
     return max((a.float() - b.float()).abs().max().item() for a, b in zip(alone, rows))
 
 
-def check_packing(model: Any, attn_implementation: str, sequences: list[list[int]], tolerance: float = 1e-2) -> None:
-    """Refuse packing when packed examples attend to each other with this attention implementation."""
+def check_packing(model: Any, attn_implementation: str, sequences: list[list[int]], tolerance: float = 1e-2,
+                  option: str = "packing") -> None:
+    """Refuse ``sft.<option>`` (``packing`` or ``padding_free``, which both lay examples end to end
+    in one row) when packed examples attend to each other with this attention implementation."""
     leak = attention_leak(model, sequences, packed=True)
     if leak > tolerance:
         raise ProfileError(
-            f"sft.packing: packed examples attend to each other with {attn_implementation!r} attention "
+            f"sft.{option}: packed examples attend to each other with {attn_implementation!r} attention "
             f"(logits differ by up to {leak:.2f} from unpacked); turn packing off or use eager or flex_attention")
