@@ -5,7 +5,7 @@
 - ``WORKINGS_CACHE``: where built artefacts such as the tiny model are kept (default ``~/.cache/workings``).
 - ``WORKINGS_TUNIX_PYTHON``: the Python of the Tunix (JAX) environment (default ``.venv-tunix/bin/python``
   in the project root, which ``make`` creates).
-- ``WORLD_SIZE``, ``RANK``: set by ``accelerate launch`` or ``torchrun`` for each of several processes.
+- ``WORLD_SIZE``: set by ``accelerate launch`` or ``torchrun`` to the number of processes training together.
 """
 
 from __future__ import annotations
@@ -52,8 +52,3 @@ def cache_dir() -> Path:
 def world_size() -> int:
     """How many processes train together (``$WORLD_SIZE`` from ``accelerate launch``/``torchrun``; else 1)."""
     return int(os.environ.get("WORLD_SIZE") or 1)
-
-
-def is_main_process() -> bool:
-    """Whether this is the process that writes shared files (rank 0, or the only one)."""
-    return int(os.environ.get("RANK") or 0) == 0

@@ -46,16 +46,18 @@ def check_environment(profile: Profile) -> None:
             raise ProfileError(f"{_where(profile)}: sft.optim: {optim} needs bitsandbytes, which does not import ({err})") from None
     attention = profile.model.attn_implementation
     if attention.startswith("flash_attention"):
-        import importlib.util
-
-        if importlib.util.find_spec("flash_attn") is None:
-            raise ProfileError(f"{_where(profile)}: model.attn_implementation: {attention} needs flash-attn, which is not installed")
+        _require_package(profile, "flash_attn", f"model.attn_implementation: {attention} needs flash-attn")
     if sft.use_liger_kernel:
-        import importlib.util
+        _require_package(profile, "liger_kernel", "sft.use_liger_kernel: needs liger-kernel",
+                         " (pip install liger-kernel, on a GPU machine)")
 
-        if importlib.util.find_spec("liger_kernel") is None:
-            raise ProfileError(f"{_where(profile)}: sft.use_liger_kernel: needs liger-kernel, which is not installed "
-                               "(pip install liger-kernel, on a GPU machine)")
+
+def _require_package(profile: Profile, module: str, need: str, hint: str = "") -> None:
+    """Refuse the run when ``module`` is not installed; ``need`` names the key and the package."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ProfileError(f"{_where(profile)}: {need}, which is not installed{hint}")
 
 
 def check_mix(profile: Profile, train_rows: Any, report: dict[str, Any]) -> None:
@@ -284,9 +286,9 @@ def ensure_profile_mix(profile: Profile, *, progress: bool = True, num_proc: int
 
     mix_dir = run_dir(profile) / "mix"
     provenance = mix_provenance(profile.name, profile.data, profile.model.id)
-    if world_size() > 1 and not mix_is_current(mix_dir, provenance):
+    processes = world_size()
+    if processes > 1 and not mix_is_current(mix_dir, provenance):
         # Several processes would each build and write it at once: one command builds it first.
-        raise ProfileError(f"{_where(profile)}: data: {mix_dir} is missing or out of date, and {world_size()} processes "
+        raise ProfileError(f"{_where(profile)}: data: {mix_dir} is missing or out of date, and {processes} processes "
                            f"would each build it; build it first with: workings build-mix --profile {profile.name}")
-
     return ensure_mix(mix_dir, provenance, profile.data, lambda: load_tokenizer(profile.model), progress=progress, num_proc=num_proc)
