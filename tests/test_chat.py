@@ -47,3 +47,19 @@ def test_special_tokens_are_single_tokens_in_gemma_order(tokenizer):
 
 def test_tokenizing_adds_bos_like_gemma(tokenizer):
     assert tokenizer("hi")["input_ids"][0] == tokenizer.bos_token_id
+
+
+def test_each_prompt_layout_is_the_turn_its_users_send(tokenizer):
+    from workings.core.chat import PROMPT_LAYOUTS, render_prompt
+
+    q = "Ava has 4 pens. How many?"
+    assert render_prompt(q, tokenizer, "question_only") == f"<bos><start_of_turn>user\n{q}<end_of_turn>\n<start_of_turn>model\n"
+    assert render_prompt(q, tokenizer, "seed") == f"<bos><start_of_turn>user\n{q}\n<end_of_turn>\n<start_of_turn>model\n"
+    assert render_prompt(q, tokenizer, "seed_instruction").startswith("<bos><start_of_turn>user\nSolve the problem.")
+    assert render_prompt(q, tokenizer) == render_prompt(q, tokenizer, "project")
+    assert list(PROMPT_LAYOUTS) == ["project", "question_only", "seed", "seed_instruction"]
+
+
+def test_an_unknown_layout_is_refused_with_the_known_ones(tokenizer):
+    with pytest.raises(ValueError, match="unknown prompt layout 'chatml'; known: project, question_only, seed"):
+        render_prompt("Q?", tokenizer, "chatml")

@@ -8,6 +8,7 @@ model's generation config all read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from workings.core.format import render
@@ -44,9 +45,39 @@ def training_messages(question: str, reasoning: str, answer: str) -> list[dict[s
     return prompt_messages(question) + [{"role": "assistant", "content": render(reasoning, answer)}]
 
 
-def render_prompt(question: str, tokenizer: Any) -> str:
-    """The prompt text up to and including ``<start_of_turn>model\\n``."""
+def render_prompt(question: str, tokenizer: Any, layout: str = "project") -> str:
+    """The prompt text up to and including ``<start_of_turn>model\n``, in one of :data:`PROMPT_LAYOUTS`."""
+    try:
+        return PROMPT_LAYOUTS[layout](question, tokenizer)
+    except KeyError:
+        raise ValueError(f"unknown prompt layout {layout!r}; known: {', '.join(PROMPT_LAYOUTS)}") from None
+
+
+def _project_prompt(question: str, tokenizer: Any) -> str:
     return tokenizer.apply_chat_template(prompt_messages(question), tokenize=False, add_generation_prompt=True)
+
+
+def _question_only_prompt(question: str, tokenizer: Any) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": question.strip()}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def _seed_prompt(question: str, tokenizer: Any, instruction: bool = False) -> str:
+    # The seed's inference code writes the turn by hand (a newline before <end_of_turn>, no
+    # instruction); its tokenizer call adds <bos>, written out here as the chat template does.
+    user = user_message(question) if instruction else question.strip()
+    return f"{tokenizer.bos_token or ''}<start_of_turn>user\n{user}\n{END_OF_TURN}\n<start_of_turn>model\n"
+
+
+# How users send a question. ``project``: the chat template with the instruction (what SFT trains
+# on); ``question_only``: Gemma's own chat template with the question alone; ``seed``: the seed
+# notebook's hand-written turn; ``seed_instruction``: that turn with the instruction in it.
+PROMPT_LAYOUTS: dict[str, Callable[[str, Any], str]] = {
+    "project": _project_prompt,
+    "question_only": _question_only_prompt,
+    "seed": _seed_prompt,
+    "seed_instruction": lambda question, tokenizer: _seed_prompt(question, tokenizer, instruction=True),
+}
 
 
 def prompt_completion(question: str, reasoning: str, answer: str, tokenizer: Any) -> dict[str, str]:

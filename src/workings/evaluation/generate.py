@@ -160,8 +160,9 @@ def _append(path: Path, records: list[dict[str, Any]]) -> None:
 
 def generate(model: Any, tokenizer: Any, questions: Sequence[str], sampling: SamplingConfig | None = None,
              progress: bool = False, *, out: str | Path | None = None, ids: Sequence[str] | None = None,
-             settings: dict[str, Any] | None = None) -> list[Generation]:
-    """Answer every question (rendered with the chat template) and return the generations in order.
+             settings: dict[str, Any] | None = None, layout: str = "project") -> list[Generation]:
+    """Answer every question (rendered in the prompt ``layout``, :data:`workings.core.chat.PROMPT_LAYOUTS`)
+    and return the generations in order.
 
     ``model`` is a loaded Hugging Face model or an :class:`Engine`. With ``out`` each batch is
     appended to that JSONL file as it finishes (``id``, ``question``, ``text``, ``new_tokens``,
@@ -176,12 +177,14 @@ def generate(model: Any, tokenizer: Any, questions: Sequence[str], sampling: Sam
         raise ValueError(f"{len(ids)} ids for {len(questions)} questions")
     if len(set(ids)) != len(ids):
         raise ValueError(f"question ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
-    prompts = [render_prompt(q, tokenizer) for q in questions]
+    prompts = [render_prompt(q, tokenizer, layout) for q in questions]
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     batches = [order[i: i + sampling.batch_size] for i in range(0, len(order), sampling.batch_size)]
 
     stamp = {**(settings or {}), "sampling": asdict(sampling)}
+    if layout != "project":  # replies to the project's own prompt keep the keys they always had
+        stamp["layout"] = layout
     path = Path(out) if out is not None else None
     done: dict[str, dict[str, Any]] = {}
     if path is not None:

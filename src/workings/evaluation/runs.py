@@ -100,9 +100,11 @@ def _complete(path: Path, ids: list[str]) -> list[Scored] | None:
 
 
 def replies_folder(profile: Profile, settings: dict[str, Any], sampling: SamplingConfig,
-                   out_dir: str | Path | None = None) -> Path:
-    """``<out_dir>/<key>``: the folder of one model's replies with one sampling, keyed by both."""
-    return Path(out_dir or run_dir(profile) / "eval") / json_digest({**settings, "sampling": asdict(sampling)}, 10)
+                   out_dir: str | Path | None = None, layout: str = "project") -> Path:
+    """``<out_dir>/<key>``: the folder of one model's replies with one sampling and prompt layout, keyed by
+    all three (the project's own layout leaves the key as it was before layouts were measured)."""
+    key = {**settings, "sampling": asdict(sampling), **({"layout": layout} if layout != "project" else {})}
+    return Path(out_dir or run_dir(profile) / "eval") / json_digest(key, 10)
 
 
 def replies_file(folder: Path, bench: Benchmark) -> Path:
@@ -110,11 +112,12 @@ def replies_file(folder: Path, bench: Benchmark) -> Path:
 
 
 def saved_results(profile: Profile, benchmarks: Sequence[Benchmark], adapter: str | Path | None = None,
-                  sampling: SamplingConfig | None = None, out_dir: str | Path | None = None) -> dict[str, list[Scored]] | None:
+                  sampling: SamplingConfig | None = None, out_dir: str | Path | None = None,
+                  layout: str = "project") -> dict[str, list[Scored]] | None:
     """What :func:`run_benchmarks` would return, read from disk only: None unless every benchmark
     was answered in full with these settings (nothing is loaded or generated)."""
     sampling = sampling or sampling_configs(profile.evaluation)["greedy"]
-    folder = replies_folder(profile, model_settings(profile, adapter), sampling, out_dir)
+    folder = replies_folder(profile, model_settings(profile, adapter), sampling, out_dir, layout)
     results = {}
     for bench in benchmarks:
         done = _complete(replies_file(folder, bench), [r["id"] for r in bench.rows])
@@ -134,8 +137,9 @@ def default_adapter(profile: Profile) -> Path | None:
 
 def run_benchmarks(profile: Profile, benchmarks: Sequence[Benchmark], adapter: str | Path | None = None,
                    sampling: SamplingConfig | None = None, out_dir: str | Path | None = None,
-                   progress: bool = True) -> dict[str, list[Scored]]:
-    """Ask the profile's base (with ``adapter`` when given) every benchmark; scored replies per benchmark.
+                   progress: bool = True, layout: str = "project") -> dict[str, list[Scored]]:
+    """Ask the profile's base (with ``adapter`` when given) every benchmark, in the prompt ``layout``;
+    scored replies per benchmark.
 
     Generations go to ``<out_dir>/<settings key>/<benchmark>.jsonl`` (default ``runs/<profile>/eval``),
     keyed by everything that changes a reply, so a finished benchmark is read back instead of asked
@@ -145,9 +149,9 @@ def run_benchmarks(profile: Profile, benchmarks: Sequence[Benchmark], adapter: s
 
     sampling = sampling or sampling_configs(profile.evaluation)["greedy"]
     settings = model_settings(profile, adapter)
-    folder = replies_folder(profile, settings, sampling, out_dir)
+    folder = replies_folder(profile, settings, sampling, out_dir, layout)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "settings.json").write_text(json.dumps({**settings, "sampling": asdict(sampling),
+    (folder / "settings.json").write_text(json.dumps({**settings, "sampling": asdict(sampling), "layout": layout,
                                                       "adapter_path": str(adapter) if adapter else None}, indent=1))
     tokenizer, model = None, None
     results: dict[str, list[Scored]] = {}
@@ -161,5 +165,6 @@ def run_benchmarks(profile: Profile, benchmarks: Sequence[Benchmark], adapter: s
             tokenizer = load_tokenizer(profile.model)
             model = load_generator(profile, adapter)
         log.info("%s: %d questions -> %s", bench.name, len(bench.rows), path)
-        results[bench.name] = evaluate_model(model, tokenizer, bench.rows, sampling, progress, out=path, settings=settings)
+        results[bench.name] = evaluate_model(model, tokenizer, bench.rows, sampling, progress, out=path, settings=settings,
+                                             layout=layout)
     return results

@@ -128,15 +128,15 @@ def compare(a: Sequence[Scored], b: Sequence[Scored], metric: str = "correct",
 
 def evaluate_model(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], sampling: SamplingConfig,
                    progress: bool = False, *, out: str | Path | None = None,
-                   settings: Mapping[str, Any] | None = None) -> list[Scored]:
-    """Ask every row's question and score the reply against the row's gold answer.
+                   settings: Mapping[str, Any] | None = None, layout: str = "project") -> list[Scored]:
+    """Ask every row's question (in the prompt ``layout``) and score the reply against the row's gold answer.
 
     With ``out`` the generations stream to that JSONL file (an interrupted run resumes there) and
     the scored records are written beside it as ``<name>.scored.jsonl``.
     """
     ids = [str(r.get("id", i)) for i, r in enumerate(rows)]
     generations = generate(model, tokenizer, [r["question"] for r in rows], sampling, progress=progress,
-                           out=out, ids=ids, settings=dict(settings or {}))
+                           out=out, ids=ids, settings=dict(settings or {}), layout=layout)
     scored = [score(r["question"], r.get("gold"), g, tokenizer, id=i, meta=r.get("meta"))
               for i, r, g in zip(ids, rows, generations)]
     if out is not None:
