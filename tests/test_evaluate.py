@@ -6,7 +6,8 @@ import pytest
 from workings.evaluation.benchmarks import Benchmark, heldout_benchmarks, load_benchmark
 from workings.evaluation.runs import run_benchmarks
 from workings.evaluation.scoring import breakdown, compare, load_scored, save_scored, score, Scored, summarise
-from workings.evaluation.steps import computations, error_counts, error_kind
+from workings.core.steps import computations
+from workings.evaluation.steps import error_counts, error_kind
 from workings.evaluation.generate import Generation
 from workings.config.schema import EvalSetSpec, SyntheticSpec
 from workings.evaluation.stats import wilson_interval
@@ -187,7 +188,7 @@ def judged(output, gold="10"):
 def test_computations_are_read_in_order_with_their_operators():
     from fractions import Fraction
 
-    from workings.evaluation.steps import Computation
+    from workings.core.steps import Computation
 
     assert computations("12 + 3 = 15\nThen 4 * $5 = $20, and 7 / 2 = 3.5") == [
         Computation((Fraction(12), Fraction(3)), ("+",), Fraction(15)),
@@ -254,3 +255,15 @@ def test_error_counts_cover_every_graded_reply_and_skip_ungraded_ones():
                score(QUESTION, None, reply("no gold"))]
     assert error_counts(replies) == {"right": 1, "no computation": 1, "wrong sum": 1, "number from nowhere": 0,
                                      "answer is not the last result": 0, "wrong plan": 0}
+
+
+def test_replies_to_another_prompt_layout_are_kept_apart_and_the_projects_keep_their_folder(tiny_profile):
+    from workings.evaluation.generate import SamplingConfig
+    from workings.evaluation.runs import replies_folder
+
+    profile, settings, sampling = tiny_profile(), {"model": "m"}, SamplingConfig()
+    project = replies_folder(profile, settings, sampling, "/eval")
+    assert replies_folder(profile, settings, sampling, "/eval", "project") == project
+    assert replies_folder(profile, settings, sampling, "/eval", "seed") != project
+    assert project.name == __import__("workings.files", fromlist=["json_digest"]).json_digest(
+        {"model": "m", "sampling": __import__("dataclasses").asdict(sampling)}, 10)
