@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "workings"
-STAGES = ["core", "data", "config", "models", "train", "evaluation", "report", "export"]
+STAGES = ["core", "data", "config", "models", "train", "evaluation", "rl", "report", "export"]
 
 
 def sources(*, but: tuple[str, ...] = ()) -> dict[str, str]:
@@ -65,6 +65,6 @@ def test_the_gemma_linear_layers_are_listed_once():
 
 def test_numbers_in_answers_and_replies_have_one_grammar():
     """Numbers with thousands separators are read by core.answers alone (``NUMBER``); the
-    computations of shown work have their own operand grammar in evaluation.steps."""
+    computations of shown work have their own operand grammar in core.steps."""
     readers = [name for name, text in sources(but=("core/answers.py",)).items() if r"[\d,]" in text or r"\d{1,3}" in text]
     assert readers == []

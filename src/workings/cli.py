@@ -86,6 +86,35 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def grpo_command(args: argparse.Namespace) -> int:
+    from workings.models.loading import check_adapter
+    from workings.rl.grpo import default_sft_adapter, train_grpo
+    from workings.train.runs import check_environment, ensure_profile_mix
+
+    profile = load_profile(args.profile)
+    check_environment(profile)
+    adapter = Path(args.adapter) if args.adapter else default_sft_adapter(profile)
+    if not adapter.is_dir() and not args.adapter:
+        raise UsageError(f"no SFT adapter at {adapter}: train first (workings train --profile {args.profile}), "
+                         "or pass --adapter")
+    check_adapter(adapter)  # before the mix is built or anything is loaded
+    mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet, num_proc=args.num_proc)
+    out = Path(args.out) if args.out else run_dir(profile) / "grpo"
+    result = train_grpo(profile, mix_dir, out, adapter, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    s = result.summary
+    if result.already_finished:
+        print(f"{out}: already finished ({s['steps']} of {s['max_steps']} steps); left unchanged "
+              "(--overwrite trains it again)")
+        return 0
+    prompts = s["prompts"]
+    resumed = f" (resumed from {s['resumed_from']})" if s["resumed_from"] else ""
+    rewards = ", ".join(f"{name} {s['rewards_first_logged'][name]:.2f} -> {s['rewards_last_logged'][name]:.2f}"
+                        for name in s["rewards_last_logged"])
+    print(f"{result.adapter_dir}: {s['steps']} GRPO steps{resumed} in {s['seconds']}s on {prompts['kept']} prompts "
+          f"(of {prompts['candidates']} candidates); rewards, first and last logged: {rewards}")
+    return 0
+
+
 def ask_command(args: argparse.Namespace) -> int:
     from workings.evaluation.generate import SamplingConfig, ask
     from workings.models.loading import check_adapter, check_machine, load_for_inference, load_tokenizer
@@ -196,18 +225,18 @@ def check_book_command(args: argparse.Namespace) -> int:
 
 def _kept_after_interrupt(args: argparse.Namespace) -> str:
     """One line: what an interrupted command left and how to continue."""
-    if args.command == "train":
+    if args.command in ("train", "grpo"):
         from workings.train.runs import checkpoints, staging_dir
 
         profile = load_profile(args.profile)
-        out = Path(args.out) if args.out else run_dir(profile) / "sft"
+        out = Path(args.out) if args.out else run_dir(profile) / ("sft" if args.command == "train" else "grpo")
         if args.overwrite and staging_dir(out).is_dir():
             return f"the earlier run in {out} is unchanged; the new run's checkpoints are in {staging_dir(out)}"
         saved = checkpoints(out)
         if not saved:
             return f"no checkpoint was saved yet in {out}; run the same command to start again"
         return (f"checkpoints are kept in {out} (newest {saved[-1].name}); continue with: "
-                f"workings train --profile {args.profile} --resume")
+                f"workings {args.command} --profile {args.profile} --resume")
     if args.command == "evaluate":
         return "the replies generated so far are kept under the eval folder; run the same command to continue"
     if args.command == "build-mix":
@@ -266,6 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--overwrite", action="store_true",
                        help="train again; the earlier run is replaced only once the new one has finished")
     run.set_defaults(func=train_command)
+
+    rl = commands.add_parser("grpo", parents=[common],
+                             help="train the SFT adapter further with GRPO on verifiable rewards")
+    rl.add_argument("--adapter", default=None,
+                    help="SFT adapter to start from (default: reinforcement.adapter, else runs/<profile>/sft/adapter)")
+    rl.add_argument("--mix", default=None, help="mix folder (default: runs/<profile>/mix, built if missing)")
+    rl.add_argument("--out", default=None, help="run folder (default: runs/<profile>/grpo)")
+    rl.add_argument("--num-proc", type=positive_int, default=usable_cores(),
+                    help="processes for building the mix when it is missing (default: %(default)s)")
+    again = rl.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue from the newest checkpoint, on the prompts it chose (a finished run is left as it is)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="train again; the earlier run is replaced only once the new one has finished")
+    rl.set_defaults(func=grpo_command)
 
     bench = commands.add_parser("evaluate", parents=[common],
                                 help="ask the base and the tuned model every benchmark of the profile")

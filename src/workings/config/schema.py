@@ -261,6 +261,41 @@ class EvaluationConfig:
 
 
 @dataclass
+class ReinforcementConfig:
+    """The project's own settings of the GRPO stage; the trainer's options are in ``grpo`` by TRL's names.
+
+    Prompts are graded training rows of the mix, each asked in one of ``layouts`` (in turn). Before
+    training, the SFT model answers each candidate ``difficulty_samples`` times at the GRPO
+    temperature; prompts it always or never solves are dropped, since a group whose replies all
+    earn the same reward teaches nothing.
+    """
+
+    rewards: list[str] = field(default_factory=lambda: ["correctness", "strict_format", "tag_structure", "shown_work", "overlong"])
+    overlong_buffer: int = 64  # the overlong penalty starts this many tokens before grpo.max_completion_length
+    sources: list[str] | None = None  # the mix's sources prompts come from (every graded one when null)
+    candidates: int | None = 1024  # training rows whose difficulty is estimated (all when null)
+    difficulty_samples: int = 4  # sampled replies per candidate; 0 keeps every candidate unmeasured
+    layouts: list[str] = field(default_factory=lambda: ["project", "question_only", "seed"])
+    adapter: str | None = None  # the SFT adapter GRPO continues (default: this profile's SFT run's)
+
+    def validate(self, key: str) -> None:
+        from workings.core.chat import PROMPT_LAYOUTS
+        from workings.core.rewards import REWARD_NAMES
+
+        _check(len(self.rewards) > 0, f"{key}.rewards", "needs at least one reward")
+        unknown = [r for r in self.rewards if r not in REWARD_NAMES]
+        _check(not unknown, f"{key}.rewards", f"unknown reward {unknown[0] if unknown else ''!r}; known: {', '.join(REWARD_NAMES)}")
+        _check(len(set(self.rewards)) == len(self.rewards), f"{key}.rewards", "a reward is named twice")
+        _check(self.overlong_buffer > 0, f"{key}.overlong_buffer", f"must be positive, got {self.overlong_buffer}")
+        _check(self.candidates is None or self.candidates > 0, f"{key}.candidates", "must be positive or null")
+        _check(self.difficulty_samples == 0 or self.difficulty_samples >= 2, f"{key}.difficulty_samples",
+               f"must be 0 (no selection) or at least 2 (one sample cannot be both right and wrong), got {self.difficulty_samples}")
+        _check(len(self.layouts) > 0, f"{key}.layouts", "needs at least one prompt layout")
+        bad = [name for name in self.layouts if name not in PROMPT_LAYOUTS]
+        _check(not bad, f"{key}.layouts", f"unknown layout {bad[0] if bad else ''!r}; known: {', '.join(PROMPT_LAYOUTS)}")
+
+
+@dataclass
 class Profile:
     name: str
     model: ModelConfig
@@ -271,10 +306,12 @@ class Profile:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sft: dict[str, Any] = field(default_factory=dict)  # trl.SFTConfig options, by TRL's names
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    reinforcement: ReinforcementConfig = field(default_factory=ReinforcementConfig)
+    grpo: dict[str, Any] = field(default_factory=dict)  # trl.GRPOConfig options, by TRL's names
     path: Path | None = None  # the file it was read from; not a key in the file
 
     def validate(self, key: str = "") -> None:
-        from workings.config.trainer_options import check_sft_options, optimizer_name
+        from workings.config.trainer_options import check_grpo_options, check_sft_options, optimizer_name
 
         self.model.validate("model")
         self.data.validate("data")
@@ -294,6 +331,17 @@ class Profile:
         optim = optimizer_name(sft)
         if self.training.device == "cpu":
             _check(not optim.startswith("paged_"), "sft.optim", f"{optim} pages optimizer state through CUDA; use adamw_torch on cpu")
+        self.reinforcement.validate("reinforcement")
+        check_grpo_options(self.grpo)
+        grpo = self.grpo_args()
+        rewards = self.reinforcement.rewards
+        _check(grpo.reward_weights is None or len(grpo.reward_weights) == len(rewards), "grpo.reward_weights",
+               f"{len(grpo.reward_weights or [])} weights for {len(rewards)} rewards ({', '.join(rewards)})")
+        if "overlong" in rewards:
+            _check(self.reinforcement.overlong_buffer <= grpo.max_completion_length, "reinforcement.overlong_buffer",
+                   f"{self.reinforcement.overlong_buffer} is longer than grpo.max_completion_length ({grpo.max_completion_length})")
+        if self.training.device == "cpu":
+            _check(not optimizer_name(grpo).startswith("paged_"), "grpo.optim", "paged optimizers need CUDA; use adamw_torch on cpu")
 
     def sft_args(self, **fixed: Any) -> Any:
         """The ``trl.SFTConfig`` of this profile: the ``sft`` section over the project's defaults.
@@ -304,5 +352,13 @@ class Profile:
         from workings.config.trainer_options import sft_config
 
         return sft_config(self.sft, **fixed)
+
+    def grpo_args(self, **fixed: Any) -> Any:
+        """The ``trl.GRPOConfig`` of this profile: the ``grpo`` section over the project's defaults and
+        what GRPO takes from the ``sft`` section (precision, checkpointing, optimizer, seed) unless it
+        sets them itself; ``fixed`` as for :meth:`sft_args`."""
+        from workings.config.trainer_options import grpo_config
+
+        return grpo_config(self.grpo, self.sft, **fixed)
 
 

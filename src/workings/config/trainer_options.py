@@ -147,3 +147,50 @@ def sft_config(options: dict[str, Any], **fixed: Any) -> Any:
     merged.update({"output_dir": PLACEHOLDER_OUTPUT, "use_cpu": True})
     merged.update(fixed)
     return build_config("sft", _sft_class(), merged)
+
+
+# --- the grpo section ------------------------------------------------------------------------
+
+GRPO_DEFAULTS: dict[str, Any] = {
+    "gradient_checkpointing_kwargs": {"use_reentrant": False},
+    "save_strategy": "steps",
+    "dataloader_num_workers": 0,
+    "logging_steps": 1,  # every step's rewards, zero-variance share, lengths and KL reach the log
+    "logging_first_step": True,
+}
+# What GRPO takes from the sft section when its own section does not say: it trains the same
+# adapter on the same machine, so the same precision, checkpointing, optimizer and seed.
+GRPO_FROM_SFT = ("bf16", "fp16", "gradient_checkpointing", "optim", "seed")
+GRPO_SET_BY_RUN: dict[str, str] = {
+    "output_dir": "the run folder (--out)",
+    "use_cpu": "training.device",
+    "disable_tqdm": "--quiet",
+    "report_to": "TensorBoard is attached to the run folder's tensorboard/",
+    "logging_nan_inf_filter": "a NaN loss must reach the divergence guard",
+    "remove_unused_columns": "the rewards read the question and gold columns",
+}
+GRPO_FIXED: dict[str, Any] = {"report_to": "none", "logging_nan_inf_filter": False, "remove_unused_columns": False}
+
+
+def _grpo_class() -> type:
+    from trl import GRPOConfig
+
+    return GRPOConfig
+
+
+def check_grpo_options(options: dict[str, Any]) -> None:
+    """Validate a profile's ``grpo`` section: names, types, then ``trl.GRPOConfig``'s own checks."""
+    check_options("grpo", _grpo_class(), options, GRPO_SET_BY_RUN)
+
+
+def grpo_config(options: dict[str, Any], sft_options: dict[str, Any], **fixed: Any) -> Any:
+    """The ``trl.GRPOConfig`` of a ``grpo`` section: project defaults, what it takes from the ``sft``
+    section (:data:`GRPO_FROM_SFT`, when set there), the section itself, then ``fixed``."""
+    sft = {**SFT_DEFAULTS, **sft_options}
+    merged = {**GRPO_DEFAULTS, **{k: sft[k] for k in GRPO_FROM_SFT if k in sft}, **options}
+    if "seed" in merged:
+        merged.setdefault("data_seed", merged["seed"])
+    merged.update(GRPO_FIXED)
+    merged.update({"output_dir": PLACEHOLDER_OUTPUT, "use_cpu": True})
+    merged.update(fixed)
+    return build_config("grpo", _grpo_class(), merged)

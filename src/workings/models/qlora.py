@@ -5,6 +5,7 @@ What they cost before anything is loaded is predicted in :mod:`workings.models.c
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from workings.config.schema import LoraConfig, Profile, QuantizationConfig
@@ -68,6 +69,52 @@ def prepare_for_training(model: Any, profile: Profile) -> Any:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
         return peft.get_peft_model(model, lora_config(profile.lora))
+
+
+def continue_adapter(model: Any, adapter: str | Path, checkpointing: bool) -> Any:
+    """Prepare a (quantized) base as :func:`prepare_for_training` does and put a saved adapter on it,
+    trainable, with its weights in float32.
+
+    float32 because a trained adapter's weights are large next to the steps a later stage takes:
+    at a learning rate of 1e-4 most steps are below half a bfloat16 unit of the weight they change
+    and would round away (the book's GRPO chapter measures the share).
+    """
+    import warnings
+
+    import peft
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+            model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
+                                                         gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        model = peft.PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    adapter_weights_to_float32(model)
+    return model
+
+
+def adapter_weights_to_float32(model: Any) -> int:
+    """Cast every trainable weight to float32 (TRL casts them to bfloat16 over a quantized base); how many."""
+    import torch
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.data = p.data.to(torch.float32)
+    return len(trainable)
+
+
+def bfloat16_frozen_share(weights: Any, learning_rate: float) -> float:
+    """The share of ``weights`` that a step of ``learning_rate`` cannot change in bfloat16: the step is
+    below half a unit in the last place of the weight, so rounding gives the weight back unchanged.
+    (An Adam step is about the learning rate in size.)"""
+    import torch
+
+    w = weights.detach().float().abs().clamp_min(torch.finfo(torch.float32).tiny)
+    unit = torch.exp2(torch.floor(torch.log2(w)) - 7)  # bfloat16 keeps 8 significant bits
+    return float((learning_rate < unit / 2).float().mean())
 
 
 

@@ -143,12 +143,13 @@ def check_loss(name: str, loss: float, step: int, *, vocab_size: int | None, ref
             f"({reference:.3f}){checkpoint}. Lower sft.learning_rate or raise sft.warmup_steps.")
 
 
-def divergence_guard(factor: float, vocab_size: int | None = None) -> Any:
+def divergence_guard(factor: float | None, vocab_size: int | None = None) -> Any:
     """A callback that stops training with :class:`TrainingDiverged` when a loss turns NaN or infinite
     or worse than uniform, when the training loss passes ``factor`` times its first logged value or
     the held-out loss ``factor`` times its best (one training log is a mean over a few batches, too
     noisy to compare with its own best), and, between logs, as soon as a trainable weight is no
-    longer finite."""
+    longer finite. Without ``factor`` and ``vocab_size`` only finiteness is checked: a policy-gradient
+    loss is not a likelihood and hovers around zero, so neither comparison means anything there."""
     from transformers import TrainerCallback
 
     class DivergenceGuard(TrainerCallback):
@@ -160,11 +161,12 @@ def divergence_guard(factor: float, vocab_size: int | None = None) -> Any:
             logs = logs or {}
             if "loss" in logs:
                 check_loss("training loss", logs["loss"], state.global_step, vocab_size=vocab_size,
-                           reference=self.first_train, factor=factor, out_dir=args.output_dir)
+                           reference=self.first_train if factor else None, factor=factor or math.inf,
+                           out_dir=args.output_dir)
                 self.first_train = logs["loss"] if self.first_train is None else self.first_train
             if "eval_loss" in logs:
                 check_loss("held-out loss", logs["eval_loss"], state.global_step, vocab_size=vocab_size,
-                           reference=self.best_eval, factor=factor, out_dir=args.output_dir,
+                           reference=self.best_eval if factor else None, factor=factor or math.inf, out_dir=args.output_dir,
                            reference_name="the best held-out loss so far")
                 self.best_eval = min(logs["eval_loss"], self.best_eval or logs["eval_loss"])
 

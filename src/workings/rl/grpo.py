@@ -1,0 +1,279 @@
+"""GRPO after SFT with TRL's ``GRPOTrainer``: prompts chosen by difficulty, verifiable rewards, the SFT
+adapter trained further.
+
+GRPO continues the SFT adapter rather than training a new one on the merged SFT model. Merging into
+a 4-bit base would quantize the SFT update along with the base (QLoRA keeps the base frozen in NF4
+and the update in the adapter, unquantized), while continuing keeps the SFT policy exactly as it was
+trained. TRL, given a PEFT model with ``beta > 0``, copies the adapter as a frozen ``ref`` adapter, so
+the KL term is taken against the SFT policy itself, not the base. And what comes out has the shape of
+the SFT adapter, so evaluation, export and the Tunix check take it unchanged. The adapter trains in
+float32 (:func:`workings.models.qlora.continue_adapter` says why).
+
+:func:`train_grpo` runs a profile's ``grpo:`` and ``reinforcement:`` sections with the same run
+folder rules as SFT: checks before loading, checkpoints, ``--resume``, ``--overwrite`` that replaces
+the earlier run only once the new one has finished, the divergence guard, TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from workings.config.loading import run_dir
+from workings.config.schema import Profile, ProfileError
+from workings.core.chat import render_prompt, stop_token_ids
+from workings.core.rewards import correctness, reward_functions
+from workings.evaluation.generate import SamplingConfig, generate, vllm_available
+from workings.files import file_digest
+from workings.train.runs import (NothingToResume, RunExists, TrainResult, adapter_dtype_on_save, check_environment,
+                                 checkpoints, divergence_guard, ensure_profile_mix, run_contents, save_adapter,
+                                 staging_dir, swap_in)
+
+log = logging.getLogger(__name__)
+
+
+def candidate_prompts(profile: Profile, train_rows: Any, tokenizer: Any) -> list[dict[str, Any]]:
+    """The rows GRPO may train on: graded training rows of ``reinforcement.sources`` (every graded
+    source when null), shuffled by ``data.seed``, the first ``reinforcement.candidates``, each asked
+    in one of ``reinforcement.layouts`` in turn.
+
+    ``prompt`` is the rendered prompt without its ``<bos>`` when the tokenizer adds one itself (as
+    TRL tokenizes prompts), so the model sees one ``<bos>``, exactly as at inference.
+    """
+    settings = profile.reinforcement
+    known = sorted(set(train_rows["source"]))
+    unknown = [s for s in settings.sources or [] if s not in known]
+    if unknown:
+        raise ProfileError(f"{profile.path or profile.name}: reinforcement.sources: {unknown[0]!r} is not a source of "
+                           f"the mix (its sources: {', '.join(known)})")
+    rows = [r for r in train_rows if r["graded"] and (settings.sources is None or r["source"] in settings.sources)]
+    if not rows:
+        raise ProfileError(f"{profile.path or profile.name}: reinforcement.sources: no graded training rows to ask")
+    random.Random(profile.data.seed).shuffle(rows)
+    rows = rows[: settings.candidates]
+    bos = tokenizer.bos_token
+    adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    out = []
+    for i, row in enumerate(rows):
+        layout = settings.layouts[i % len(settings.layouts)]
+        prompt = render_prompt(row["question"], tokenizer, layout)
+        if adds_bos and prompt.startswith(bos):
+            prompt = prompt[len(bos):]
+        out.append({"id": row["id"], "source": row["source"], "layout": layout, "question": row["question"],
+                    "gold": row["answer"], "prompt": prompt})
+    return out
+
+
+def pass_counts(model: Any, tokenizer: Any, candidates: Sequence[dict[str, Any]], samples: int,
+                sampling: SamplingConfig, progress: bool = False) -> list[int]:
+    """How many of ``samples`` sampled replies to each candidate earn the correctness reward."""
+    counts = [0] * len(candidates)
+    for layout in dict.fromkeys(c["layout"] for c in candidates):
+        index = [i for i, c in enumerate(candidates) if c["layout"] == layout]
+        asked = [(i, k) for i in index for k in range(samples)]
+        replies = generate(model, tokenizer, [candidates[i]["question"] for i, _ in asked], sampling, progress,
+                           ids=[f"{candidates[i]['id']}#{k}" for i, k in asked], layout=layout)
+        rewards = correctness([r.text for r in replies], gold=[candidates[i]["gold"] for i, _ in asked])
+        for (i, _), reward in zip(asked, rewards):
+            counts[i] += reward == 1.0
+    return counts
+
+
+def select_by_difficulty(candidates: Sequence[dict[str, Any]], passes: Sequence[int],
+                         samples: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Keep the candidates solved sometimes but not always; the kept rows and a report of what was dropped and why.
+
+    >>> kept, report = select_by_difficulty([{"id": "a", "layout": "seed"}, {"id": "b", "layout": "seed"},
+    ...                                      {"id": "c", "layout": "project"}], [0, 2, 4], samples=4)
+    >>> [k["id"] for k in kept], report["dropped"]
+    (['b'], {'never solved': 1, 'always solved': 1})
+    """
+    kept, dropped, by_layout = [], Counter(), {}
+    for row, n in zip(candidates, passes, strict=True):
+        reason = "never solved" if n == 0 else "always solved" if n == samples else None
+        counts = by_layout.setdefault(row["layout"], Counter())
+        counts[reason or "kept"] += 1
+        if reason:
+            dropped[reason] += 1
+        else:
+            kept.append({**row, "pass_rate": n / samples})
+    report = {"candidates": len(candidates), "samples": samples, "kept": len(kept),
+              "dropped": {k: dropped[k] for k in ("never solved", "always solved")},
+              "by_layout": {layout: {k: c[k] for k in ("kept", "never solved", "always solved")} for layout, c in by_layout.items()}}
+    return kept, report
+
+
+def grpo_config(profile: Profile, out_dir: str | Path, *, progress: bool = True) -> Any:
+    """The run's ``trl.GRPOConfig``: the profile's ``grpo`` section and what the run sets itself.
+    vLLM generation falls back to transformers, with a warning, where vLLM is not installed."""
+    args = profile.grpo_args(output_dir=str(out_dir), use_cpu=profile.training.device == "cpu",
+                             disable_tqdm=not progress)
+    if args.use_vllm and not vllm_available():
+        log.warning("grpo.use_vllm: vLLM is not installed; generating with transformers instead")
+        args.use_vllm = False
+    return args
+
+
+def default_sft_adapter(profile: Profile) -> Path:
+    return Path(profile.reinforcement.adapter) if profile.reinforcement.adapter else run_dir(profile) / "sft" / "adapter"
+
+
+def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapter: str | Path, *,
+                       selection: list[dict[str, Any]] | None = None, progress: bool = True,
+                       callbacks: list[Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Everything :func:`train_grpo` does before ``trainer.train()``; the trainer and the prompt report.
+
+    ``selection`` (the prompts of an interrupted run) skips the difficulty estimate, so a resumed
+    run trains on the prompts it started with.
+    """
+    import datasets
+    import transformers
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import PrinterCallback
+    from transformers.integrations import TensorBoardCallback
+    from trl import GRPOTrainer
+
+    from workings.data.mix import load_mix
+    from workings.models.loading import check_adapter, load_base_model, load_tokenizer
+    from workings.models.qlora import adapter_weights_to_float32, continue_adapter
+
+    check_environment(profile)
+    check_adapter(adapter)
+    args = grpo_config(profile, out_dir, progress=progress)
+    settings = profile.reinforcement
+    train_rows, _, _ = load_mix(mix_dir)
+    transformers.set_seed(args.seed)
+    tokenizer = load_tokenizer(profile.model)
+    model = continue_adapter(load_base_model(profile), adapter, bool(args.gradient_checkpointing))
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # a reply ends at <end_of_turn>
+    if selection is None:
+        candidates = candidate_prompts(profile, train_rows, tokenizer)
+        if settings.difficulty_samples:
+            sampling = SamplingConfig(max_new_tokens=args.max_completion_length, temperature=args.temperature,
+                                      top_p=args.top_p, seed=args.seed, batch_size=profile.evaluation.batch_size)
+            start = time.perf_counter()
+            model.eval()
+            passes = pass_counts(model, tokenizer, candidates, settings.difficulty_samples, sampling, progress)
+            selection, report = select_by_difficulty(candidates, passes, settings.difficulty_samples)
+            report["seconds"] = round(time.perf_counter() - start, 1)
+        else:
+            selection, report = candidates, {"candidates": len(candidates), "samples": 0, "kept": len(candidates)}
+    else:
+        report = {"candidates": None, "kept": len(selection), "resumed with the saved selection": True}
+    if len(selection) * args.num_generations < args.generation_batch_size:
+        raise ProfileError(f"{profile.path or profile.name}: reinforcement: {len(selection)} prompts kept, fewer than one "
+                           f"generation batch ({args.generation_batch_size // args.num_generations} prompts); "
+                           "raise reinforcement.candidates")
+    log.info("GRPO prompts: %d kept of %s candidates", len(selection), report["candidates"])
+    rewards = reward_functions(settings.rewards, max_completion_length=args.max_completion_length,
+                               overlong_buffer=settings.overlong_buffer)
+    columns = ("id", "layout", "question", "gold", "prompt")
+    dataset = datasets.Dataset.from_list([{k: row[k] for k in columns} for row in selection])
+    tensorboard = TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard")))
+    with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5; not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=tokenizer,
+                              callbacks=[divergence_guard(None), adapter_dtype_on_save(profile.lora.save_dtype), tensorboard,
+                                         *(callbacks or [])])
+    adapter_weights_to_float32(trainer.model)  # TRL cast them to bfloat16 over a quantized base
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer, {"report": report, "selection": selection}
+
+
+def finished_grpo_run(out_dir: Path, profile: Profile) -> TrainResult | None:
+    """The run in ``out_dir`` if it finished with the profile's current GRPO settings, else None."""
+    summary_file = out_dir / "run.json"
+    if not summary_file.is_file() or not (out_dir / "adapter").is_dir():
+        return None
+    summary = json.loads(summary_file.read_text())
+    if summary.get("grpo") != profile.grpo or summary.get("steps", 0) < summary.get("max_steps", float("inf")):
+        return None
+    state = json.loads((out_dir / "trainer_state.json").read_text())
+    return TrainResult(out_dir, out_dir / "adapter", summary["steps"], summary.get("seconds", 0.0),
+                       state.get("log_history", []), summary, already_finished=True)
+
+
+def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapter: str | Path | None = None, *,
+               resume: bool = False, overwrite: bool = False, progress: bool = True,
+               callbacks: list[Any] | None = None) -> TrainResult:
+    """GRPO on the profile's SFT adapter (or ``adapter``); checkpoints, logs, ``prompts.jsonl`` and ``adapter/`` to ``out_dir``.
+
+    The run folder follows SFT's rules (:func:`workings.train.sft.train`): nothing is trained over
+    without ``resume`` or ``overwrite``; a finished run with the same settings is returned as it is.
+    """
+    from workings.files import write_jsonl
+
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other")
+    out_dir = Path(out_dir)
+    adapter = Path(adapter) if adapter is not None else default_sft_adapter(profile)
+    existing = checkpoints(out_dir)
+    if resume:
+        done = finished_grpo_run(out_dir, profile)
+        if done is not None:
+            log.info("%s: finished (%d steps); left unchanged", out_dir, done.steps)
+            return done
+        if not existing:
+            raise NothingToResume(out_dir)
+    held = run_contents(out_dir)
+    if held is not None and not (resume or overwrite):
+        raise RunExists(out_dir, held)
+    work_dir = staging_dir(out_dir) if (overwrite and held is not None) else out_dir
+    if work_dir != out_dir or (overwrite and out_dir.is_dir()):
+        shutil.rmtree(work_dir, ignore_errors=True)
+    resumed_from = existing[-1] if resume else None
+    saved = work_dir / "prompts.jsonl"
+    selection = [json.loads(line) for line in saved.read_text().splitlines()] if resumed_from and saved.is_file() else None
+    trainer, prompts = build_grpo_trainer(profile, mix_dir, work_dir, adapter, selection=selection, progress=progress,
+                                          callbacks=callbacks)
+    if selection is None:
+        write_jsonl(saved, prompts["selection"])
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
+    seconds = time.perf_counter() - start
+    state = trainer.state
+    trainer.save_state()
+    save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype)
+    rewards = {name: [h[f"rewards/{name}/mean"] for h in state.log_history if f"rewards/{name}/mean" in h]
+               for name in profile.reinforcement.rewards}
+    summary = {
+        "profile": profile.name,
+        "model": profile.model.id,
+        "mix": str(mix_dir),
+        "started_from": {"adapter": str(adapter), "digest": file_digest(adapter / "adapter_model.safetensors")},
+        "steps": state.global_step,
+        "max_steps": state.max_steps,
+        "prompts": prompts["report"],
+        "rewards_first_logged": {k: v[0] for k, v in rewards.items() if v},
+        "rewards_last_logged": {k: v[-1] for k, v in rewards.items() if v},
+        "resumed_from": resumed_from.name if resumed_from else None,
+        "seconds": round(seconds, 1),
+        "grpo": profile.grpo,
+        "reinforcement": {k: getattr(profile.reinforcement, k) for k in ("rewards", "layouts", "candidates",
+                                                                          "difficulty_samples", "overlong_buffer")},
+    }
+    from workings.train.sft import peak_memory
+
+    summary.update(peak_memory())
+    (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
+    if work_dir != out_dir:
+        swap_in(work_dir, out_dir)
+    return TrainResult(out_dir, out_dir / "adapter", state.global_step, seconds, state.log_history, summary)
+
+
+def run_grpo_profile(profile: Profile, *, progress: bool = True) -> TrainResult:
+    """GRPO the way the book runs it: the profile's mix and SFT adapter into ``runs/<profile>/grpo``,
+    restarted or resumed as ``training.rerun`` says."""
+    mix_dir = ensure_profile_mix(profile, progress=progress)
+    out_dir = run_dir(profile) / "grpo"
+    resume = bool(checkpoints(out_dir)) and profile.training.rerun == "resume"
+    return train_grpo(profile, mix_dir, out_dir, resume=resume, overwrite=not resume, progress=progress)

@@ -1,0 +1,152 @@
+"""GRPO after SFT: the profile sections, the prompts, the command and its run folder."""
+
+import json
+
+import pytest
+
+from workings.cli import main
+from workings.config.schema import ProfileError
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def small_grpo(small_run):
+    """A GRPO run of seconds after ``small_run``'s SFT: 16 synthetic prompts, 2 steps of 2 prompts x 4 replies."""
+    return {**small_run,
+            "reinforcement": {"sources": ["synthetic"], "candidates": 16, "difficulty_samples": 0, "overlong_buffer": 2},
+            "grpo": {"max_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 4,
+                     "learning_rate": 1.0e-3, "save_steps": 1, "logging_steps": 1, "temperature": 1.0}}
+
+
+def test_the_grpo_section_takes_the_sft_sections_precision_unless_it_sets_its_own(tiny_profile):
+    assert tiny_profile({"sft": {"bf16": False}}).grpo_args().bf16 is False
+    assert tiny_profile({"sft": {"bf16": False}, "grpo": {"bf16": True, "max_completion_length": 64}}).grpo_args().bf16 is True
+
+
+@pytest.mark.parametrize(("grpo", "reinforcement", "message"), [
+    ({"reward_weights": [1.0, 2.0]}, {}, "grpo.reward_weights: 2 weights for 5 rewards (correctness, strict_format"),
+    ({"num_generation": 4}, {}, "grpo.num_generation: not an option of trl.GRPOConfig; did you mean num_generations"),
+    ({"output_dir": "x"}, {}, "grpo.output_dir: set by the run, not the profile (the run folder (--out))"),
+    ({"max_completion_length": 8}, {"overlong_buffer": 16}, "reinforcement.overlong_buffer: 16 is longer than grpo.max_completion_length (8)"),
+    ({}, {"rewards": ["correctness", "length"]}, "reinforcement.rewards: unknown reward 'length'; known: correctness"),
+    ({}, {"layouts": ["chatml"]}, "reinforcement.layouts: unknown layout 'chatml'; known: project, question_only, seed"),
+    ({}, {"difficulty_samples": 1}, "reinforcement.difficulty_samples: must be 0 (no selection) or at least 2"),
+])
+def test_an_impossible_grpo_setting_is_refused_naming_its_key(tiny_profile, grpo, reinforcement, message):
+    with pytest.raises(ProfileError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        tiny_profile({"grpo": grpo, "reinforcement": reinforcement})
+
+
+def test_candidate_prompts_take_the_layouts_in_turn_with_one_bos(tiny_profile, small_grpo, tokenizer):
+    from datasets import Dataset
+
+    from workings.rl.grpo import candidate_prompts
+
+    profile = tiny_profile(small_grpo)
+    rows = Dataset.from_list([{"id": f"r{i}", "source": "synthetic" if i != 2 else "medical", "question": f"Q{i}?",
+                               "answer": str(i), "graded": i != 2} for i in range(5)])
+    prompts = candidate_prompts(profile, rows, tokenizer)
+    assert sorted(p["id"] for p in prompts) == ["r0", "r1", "r3", "r4"]  # the free-text row is not a candidate
+    assert [p["layout"] for p in prompts] == ["project", "question_only", "seed", "project"]
+    assert all(not p["prompt"].startswith(tokenizer.bos_token) for p in prompts)
+    assert tokenizer(prompts[0]["prompt"])["input_ids"].count(tokenizer.bos_token_id) == 1
+
+
+def test_a_source_the_mix_does_not_have_is_refused_with_the_ones_it_has(tiny_profile, small_grpo, tokenizer):
+    from datasets import Dataset
+
+    from workings.rl.grpo import candidate_prompts
+
+    profile = tiny_profile({**small_grpo, "reinforcement": {**small_grpo["reinforcement"], "sources": ["gsm8k"]}})
+    rows = Dataset.from_list([{"id": "r0", "source": "synthetic", "question": "Q?", "answer": "1", "graded": True}])
+    with pytest.raises(ProfileError, match="reinforcement.sources: 'gsm8k' is not a source of the mix \\(its sources: synthetic\\)"):
+        candidate_prompts(profile, rows, tokenizer)
+
+
+def test_selection_reports_what_it_dropped_per_layout():
+    from workings.rl.grpo import select_by_difficulty
+
+    rows = [{"id": str(i), "layout": layout} for i, layout in enumerate(["project", "project", "seed", "seed"])]
+    kept, report = select_by_difficulty(rows, [2, 1, 0, 1], samples=2)
+    assert [k["pass_rate"] for k in kept] == [0.5, 0.5]
+    assert report["by_layout"] == {"project": {"kept": 1, "never solved": 0, "always solved": 1},
+                                   "seed": {"kept": 1, "never solved": 1, "always solved": 0}}
+
+
+def test_grpo_continues_the_sft_adapter_and_logs_every_reward_each_step(tiny_profile, small_grpo, runs, capsys):
+    from safetensors.torch import load_file
+
+    profile = tiny_profile(small_grpo, name="rl")
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    assert main(["grpo", "--profile", str(profile.path), "--quiet"]) == 0
+    out = runs / "rl" / "grpo"
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"{out / 'adapter'}: 2 GRPO steps in ") and "on 16 prompts (of 16 candidates)" in line
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["steps"] == 2 and summary["started_from"]["adapter"] == str(runs / "rl" / "sft" / "adapter")
+    history = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "reward" in h]
+    assert [h["step"] for h in history] == [1, 2]
+    for name in ("correctness", "strict_format", "tag_structure", "shown_work", "overlong"):
+        assert all(f"rewards/{name}/mean" in h for h in history)
+    assert all({"frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio"} <= set(h) for h in history)
+    assert len((out / "prompts.jsonl").read_text().splitlines()) == 16
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    # A random model earns the same rewards in every reply of a group: no advantage, no step. So the
+    # adapter GRPO saved is the SFT adapter it started from, weight for weight (not a fresh one).
+    sft, rl = (load_file(str(d / "adapter_model.safetensors")) for d in (runs / "rl" / "sft" / "adapter", out / "adapter"))
+    assert sft.keys() == rl.keys() and all((sft[k] == rl[k]).all() for k in sft)
+    assert all(h["frac_reward_zero_std"] == 1.0 for h in history)
+
+
+def test_a_finished_grpo_run_is_kept_unless_asked(tiny_profile, small_grpo, runs, capsys):
+    profile = tiny_profile(small_grpo, name="again")
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    assert main(["grpo", "--profile", str(profile.path), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["grpo", "--profile", str(profile.path), "--quiet"]) == 1
+    assert "already holds checkpoint-2: add --resume to continue it or --overwrite" in capsys.readouterr().err
+    assert main(["grpo", "--profile", str(profile.path), "--resume", "--quiet"]) == 0
+    assert "already finished (2 of 2 steps); left unchanged" in capsys.readouterr().out
+
+
+def test_grpo_without_an_sft_adapter_says_to_train_first(tiny_profile, small_grpo, runs, capsys):
+    profile = tiny_profile(small_grpo, name="untrained")
+    assert main(["grpo", "--profile", str(profile.path)]) == 2
+    assert f"no SFT adapter at {runs / 'untrained' / 'sft' / 'adapter'}: train first" in capsys.readouterr().err
+
+
+def test_prompts_the_model_never_solves_are_dropped_and_too_few_left_is_an_error(tiny_profile, small_grpo, runs, capsys):
+    settings = {**small_grpo, "reinforcement": {**small_grpo["reinforcement"], "difficulty_samples": 2}}
+    profile = tiny_profile(settings, name="hard")
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    assert main(["grpo", "--profile", str(profile.path), "--quiet"]) == 1
+    assert "reinforcement: 0 prompts kept, fewer than one generation batch (2 prompts)" in capsys.readouterr().err
+
+
+def test_grpo_trains_the_adapter_in_float32_over_a_4bit_base(tiny_profile, small_grpo, runs):
+    import torch
+
+    from workings.rl.grpo import build_grpo_trainer
+    from workings.train.runs import ensure_profile_mix
+
+    profile = tiny_profile(small_grpo, name="dtype")
+    assert profile.quantization is not None
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    trainer, _ = build_grpo_trainer(profile, ensure_profile_mix(profile, progress=False), runs / "dtype" / "grpo",
+                                    runs / "dtype" / "sft" / "adapter", progress=False)
+    assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
+
+
+def test_the_share_of_bfloat16_weights_a_step_cannot_move():
+    import torch
+
+    from workings.models.qlora import bfloat16_frozen_share
+
+    weights = torch.tensor([1.0, 0.01, 0.0001, -1.0])  # half a bfloat16 unit: 2**-9, 2**-16, 2**-23, 2**-9
+    assert bfloat16_frozen_share(weights, 1e-3) == 0.5  # 1e-3 < 2**-9 (0.00195): the two weights of size 1 stay
+    assert bfloat16_frozen_share(weights, 1e-2) == 0.0
