@@ -263,6 +263,19 @@ def _message(err: BaseException) -> str:
 
 # --- the parser -----------------------------------------------------------------------------
 
+def _run_folder_flags(command: argparse.ArgumentParser, folder: str, resume_note: str = "") -> None:
+    """The flags of a training command: its mix, its run folder, and what to do with a run already there."""
+    command.add_argument("--mix", default=None, help="mix folder (default: runs/<profile>/mix, built if missing)")
+    command.add_argument("--out", default=None, help=f"run folder (default: runs/<profile>/{folder})")
+    command.add_argument("--num-proc", type=positive_int, default=usable_cores(),
+                         help="processes for building the mix when it is missing (default: %(default)s)")
+    again = command.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help=f"continue from the newest checkpoint in the run folder{resume_note} (a finished run is left as it is)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="train again; the earlier run is replaced only once the new one has finished")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--profile", default=None,
@@ -285,30 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("train", parents=[common],
                               help="fine-tune the profile's model on its mix (SFT with LoRA/QLoRA)")
-    run.add_argument("--mix", default=None, help="mix folder (default: runs/<profile>/mix, built if missing)")
-    run.add_argument("--out", default=None, help="run folder (default: runs/<profile>/sft)")
-    run.add_argument("--num-proc", type=positive_int, default=usable_cores(),
-                     help="processes for building the mix when it is missing (default: %(default)s)")
-    again = run.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true",
-                       help="continue from the newest checkpoint in the run folder (a finished run is left as it is)")
-    again.add_argument("--overwrite", action="store_true",
-                       help="train again; the earlier run is replaced only once the new one has finished")
+    _run_folder_flags(run, "sft")
     run.set_defaults(func=train_command)
 
     rl = commands.add_parser("grpo", parents=[common],
                              help="train the SFT adapter further with GRPO on verifiable rewards")
     rl.add_argument("--adapter", default=None,
                     help="SFT adapter to start from (default: reinforcement.adapter, else runs/<profile>/sft/adapter)")
-    rl.add_argument("--mix", default=None, help="mix folder (default: runs/<profile>/mix, built if missing)")
-    rl.add_argument("--out", default=None, help="run folder (default: runs/<profile>/grpo)")
-    rl.add_argument("--num-proc", type=positive_int, default=usable_cores(),
-                    help="processes for building the mix when it is missing (default: %(default)s)")
-    again = rl.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true",
-                       help="continue from the newest checkpoint, on the prompts it chose (a finished run is left as it is)")
-    again.add_argument("--overwrite", action="store_true",
-                       help="train again; the earlier run is replaced only once the new one has finished")
+    _run_folder_flags(rl, "grpo", resume_note=", on the prompts it chose")
     rl.set_defaults(func=grpo_command)
 
     bench = commands.add_parser("evaluate", parents=[common],

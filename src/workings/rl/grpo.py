@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 import time
 import warnings
 from collections import Counter
@@ -33,9 +32,9 @@ from workings.core.chat import render_prompt, stop_token_ids
 from workings.core.rewards import correctness, reward_functions
 from workings.evaluation.generate import SamplingConfig, generate, vllm_available
 from workings.files import file_digest
-from workings.train.runs import (NothingToResume, RunExists, TrainResult, adapter_dtype_on_save, check_environment,
-                                 checkpoints, divergence_guard, ensure_profile_mix, run_contents, save_adapter,
-                                 staging_dir, swap_in)
+from workings.train.runs import (TrainResult, adapter_dtype_on_save, check_environment, checkpoints,
+                                 clear_for_overwrite, divergence_guard, ensure_profile_mix, open_run_folder, save_adapter,
+                                 swap_in)
 
 log = logging.getLogger(__name__)
 
@@ -212,25 +211,16 @@ def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapt
     """
     from workings.files import write_jsonl
 
-    if resume and overwrite:
-        raise ValueError("resume and overwrite exclude each other")
     out_dir = Path(out_dir)
     adapter = Path(adapter) if adapter is not None else default_sft_adapter(profile)
-    existing = checkpoints(out_dir)
-    if resume:
+    if resume and not overwrite:
         done = finished_grpo_run(out_dir, profile)
         if done is not None:
             log.info("%s: finished (%d steps); left unchanged", out_dir, done.steps)
             return done
-        if not existing:
-            raise NothingToResume(out_dir)
-    held = run_contents(out_dir)
-    if held is not None and not (resume or overwrite):
-        raise RunExists(out_dir, held)
-    work_dir = staging_dir(out_dir) if (overwrite and held is not None) else out_dir
-    if work_dir != out_dir or (overwrite and out_dir.is_dir()):
-        shutil.rmtree(work_dir, ignore_errors=True)
-    resumed_from = existing[-1] if resume else None
+    folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite)
+    work_dir, resumed_from = folder.work_dir, folder.resumed_from
+    clear_for_overwrite(folder, overwrite)
     saved = work_dir / "prompts.jsonl"
     selection = [json.loads(line) for line in saved.read_text().splitlines()] if resumed_from and saved.is_file() else None
     trainer, prompts = build_grpo_trainer(profile, mix_dir, work_dir, adapter, selection=selection, progress=progress,

@@ -231,6 +231,41 @@ class NothingToResume(FileNotFoundError):
         self.out_dir = out_dir
 
 
+@dataclass
+class RunFolder:
+    """Where a run trains (``work_dir``: the run folder, or a staging folder beside it when it
+    overwrites a run) and the checkpoint it resumes from, if any."""
+
+    out_dir: Path
+    work_dir: Path
+    resumed_from: Path | None
+
+
+def open_run_folder(out_dir: Path, *, resume: bool, overwrite: bool) -> RunFolder:
+    """The run folder rules every training stage shares: a folder that holds a run is never trained
+    over unless ``resume`` or ``overwrite`` says so; ``resume`` needs a checkpoint; ``overwrite``
+    trains in a staging folder beside the earlier run (see :func:`swap_in`). Removing a stale
+    staging or empty run folder is left to the caller's main process (:meth:`RunFolder.clear`)."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other")
+    existing = checkpoints(out_dir)
+    if resume and not existing:
+        raise NothingToResume(out_dir)
+    held = run_contents(out_dir)
+    if held is not None and not (resume or overwrite):
+        raise RunExists(out_dir, held)
+    work_dir = staging_dir(out_dir) if (overwrite and held is not None) else out_dir
+    return RunFolder(out_dir, work_dir, existing[-1] if resume else None)
+
+
+def clear_for_overwrite(folder: RunFolder, overwrite: bool) -> None:
+    """Remove a stale staging folder, or an empty run folder an overwriting run starts in."""
+    import shutil
+
+    if folder.work_dir != folder.out_dir or (overwrite and folder.out_dir.is_dir()):
+        shutil.rmtree(folder.work_dir, ignore_errors=True)
+
+
 def run_contents(out_dir: Path) -> str | None:
     """What a run folder holds that a new run would replace (its newest checkpoint, a finished
     run's summary or adapter), or None when it holds none of these."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from typing import Any
 from workings.config.loading import run_dir
 from workings.config.schema import Profile, ProfileError
 from workings.core.chat import END_OF_TURN
-from workings.train.runs import (NothingToResume, RunExists, TrainingDiverged, TrainResult, adapter_dtype_on_save,
-                                 check_environment, check_loss, check_mix, checkpoints, divergence_guard,
-                                 ensure_profile_mix, run_contents, save_adapter, staging_dir, swap_in, whole_run_loss)
+from workings.train.runs import (TrainingDiverged, TrainResult, adapter_dtype_on_save, check_environment, check_loss,
+                                 check_mix, checkpoints, clear_for_overwrite, divergence_guard, ensure_profile_mix,
+                                 open_run_folder, save_adapter, swap_in, whole_run_loss)
 
 log = logging.getLogger(__name__)
 
@@ -151,26 +150,18 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
     trains beside it and replaces it only once it has finished, so a failure or an interrupt
     leaves the earlier result in place.
     """
-    if resume and overwrite:
-        raise ValueError("resume and overwrite exclude each other")
     out_dir = Path(out_dir)
-    existing = checkpoints(out_dir)
-    if resume:
+    if resume and not overwrite:
         done = finished_run(out_dir, profile)
         if done is not None:
             log.info("%s: finished (%d steps); left unchanged", out_dir, done.steps)
             return done
-        if not existing:
-            raise NothingToResume(out_dir)
-    held = run_contents(out_dir)
-    if held is not None and not (resume or overwrite):
-        raise RunExists(out_dir, held)
-    work_dir = staging_dir(out_dir) if (overwrite and held is not None) else out_dir
+    folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite)
+    work_dir, resumed_from = folder.work_dir, folder.resumed_from
     processes = run_processes(profile)
-    if processes.is_main_process and (work_dir != out_dir or (overwrite and out_dir.is_dir())):
-        shutil.rmtree(work_dir, ignore_errors=True)  # a stale staging folder, or an empty run folder
+    if processes.is_main_process:
+        clear_for_overwrite(folder, overwrite)
     processes.wait_for_everyone()
-    resumed_from = existing[-1] if resume else None
     trainer = build_trainer(profile, mix_dir, work_dir, progress=progress, callbacks=callbacks)
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
