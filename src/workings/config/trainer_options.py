@@ -141,12 +141,18 @@ def sft_config(options: dict[str, Any], **fixed: Any) -> Any:
     """
     merged = {**SFT_DEFAULTS, **options}
     merged.setdefault("per_device_eval_batch_size", merged.get("per_device_train_batch_size", 8))
+    return _run_config("sft", _sft_class(), merged, SFT_FIXED, fixed)
+
+
+def _run_config(section: str, config_class: type, merged: dict[str, Any], fixed_values: dict[str, Any],
+                fixed: dict[str, Any]) -> Any:
+    """Build a trainer config from a section merged over its defaults: ``data_seed`` follows ``seed``,
+    then the stage's fixed values, a placeholder run folder on the CPU (so a GPU profile validates
+    anywhere), and what the run sets itself."""
     if "seed" in merged:
         merged.setdefault("data_seed", merged["seed"])
-    merged.update(SFT_FIXED)
-    merged.update({"output_dir": PLACEHOLDER_OUTPUT, "use_cpu": True})
-    merged.update(fixed)
-    return build_config("sft", _sft_class(), merged)
+    return build_config(section, config_class, {**merged, **fixed_values, "output_dir": PLACEHOLDER_OUTPUT,
+                                                "use_cpu": True, **fixed})
 
 
 # --- the grpo section ------------------------------------------------------------------------
@@ -188,9 +194,4 @@ def grpo_config(options: dict[str, Any], sft_options: dict[str, Any], **fixed: A
     section (:data:`GRPO_FROM_SFT`, when set there), the section itself, then ``fixed``."""
     sft = {**SFT_DEFAULTS, **sft_options}
     merged = {**GRPO_DEFAULTS, **{k: sft[k] for k in GRPO_FROM_SFT if k in sft}, **options}
-    if "seed" in merged:
-        merged.setdefault("data_seed", merged["seed"])
-    merged.update(GRPO_FIXED)
-    merged.update({"output_dir": PLACEHOLDER_OUTPUT, "use_cpu": True})
-    merged.update(fixed)
-    return build_config("grpo", _grpo_class(), merged)
+    return _run_config("grpo", _grpo_class(), merged, GRPO_FIXED, fixed)

@@ -89,6 +89,12 @@ def prompt_completion(question: str, reasoning: str, answer: str, tokenizer: Any
     return {"prompt": prompt, "completion": full[len(prompt) :]}
 
 
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts ``<bos>`` in front of plain text itself (Gemma's does), as trainers
+    tokenize prompts; a prompt rendered with its own ``<bos>`` then drops it, so the model sees one."""
+    return tokenizer.bos_token is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+
+
 def stop_token_ids(tokenizer: Any) -> list[int]:
     """The ids generation stops at: :data:`END_OF_TURN` ends a chat turn, :data:`END_OF_DOCUMENT` a document."""
     ids = [tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.convert_tokens_to_ids(END_OF_DOCUMENT)]

@@ -45,13 +45,26 @@ def lora_config(lora: LoraConfig) -> Any:
     )
 
 
-def prepare_for_training(model: Any, profile: Profile) -> Any:
-    """Freeze the base, prepare a quantized one for k-bit training, and wrap it with the LoRA adapter.
+def prepare_base(model: Any, quantized: bool, checkpointing: bool) -> Any:
+    """Freeze the base and prepare a quantized one for k-bit training, with gradient checkpointing or not.
 
     ``prepare_model_for_kbit_training`` casts the layer norms and the unquantized
     weights to float32 and, with gradient checkpointing, makes the inputs require grad
     so gradients reach the adapters through checkpointed layers.
     """
+    import peft
+
+    if quantized:
+        return peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model
+
+
+def prepare_for_training(model: Any, profile: Profile) -> Any:
+    """:func:`prepare_base` with the ``sft`` section's checkpointing, wrapped with a new LoRA adapter."""
     import warnings
 
     import peft
@@ -59,38 +72,24 @@ def prepare_for_training(model: Any, profile: Profile) -> Any:
     checkpointing = bool(profile.sft_args().gradient_checkpointing)
     with warnings.catch_warnings():  # peft reads the attribute that transformers 5 renamed
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        if profile.quantization is not None:
-            model = peft.prepare_model_for_kbit_training(
-                model,
-                use_gradient_checkpointing=checkpointing,
-                gradient_checkpointing_kwargs={"use_reentrant": False},
-            )
-        elif checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
+        model = prepare_base(model, profile.quantization is not None, checkpointing)
         return peft.get_peft_model(model, lora_config(profile.lora))
 
 
-def continue_adapter(model: Any, adapter: str | Path, checkpointing: bool) -> Any:
-    """Prepare a (quantized) base as :func:`prepare_for_training` does and put a saved adapter on it,
-    trainable, with its weights in float32.
+def continue_adapter(model: Any, profile: Profile, adapter: str | Path, checkpointing: bool) -> Any:
+    """:func:`prepare_base` and a saved adapter put on it, trainable, with its weights in float32.
 
     float32 because a trained adapter's weights are large next to the steps a later stage takes:
     at a learning rate of 1e-4 most steps are below half a bfloat16 unit of the weight they change
-    and would round away (the book's GRPO chapter measures the share).
+    and would round away (:func:`bfloat16_frozen_share` measures the share).
     """
     import warnings
 
     import peft
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-            model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
-                                                         gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
+    with warnings.catch_warnings():  # peft reads the attribute that transformers 5 renamed
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        model = prepare_base(model, profile.quantization is not None, checkpointing)
         model = peft.PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     adapter_weights_to_float32(model)
     return model

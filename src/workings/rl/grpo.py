@@ -28,7 +28,7 @@ from typing import Any
 
 from workings.config.loading import run_dir
 from workings.config.schema import Profile, ProfileError
-from workings.core.chat import render_prompt, stop_token_ids
+from workings.core.chat import render_prompt, stop_token_ids, tokenizer_adds_bos
 from workings.core.rewards import correctness, reward_functions
 from workings.evaluation.generate import SamplingConfig, generate, vllm_available
 from workings.files import file_digest
@@ -59,7 +59,7 @@ def candidate_prompts(profile: Profile, train_rows: Any, tokenizer: Any) -> list
     random.Random(profile.data.seed).shuffle(rows)
     rows = rows[: settings.candidates]
     bos = tokenizer.bos_token
-    adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    adds_bos = tokenizer_adds_bos(tokenizer)
     out = []
     for i, row in enumerate(rows):
         layout = settings.layouts[i % len(settings.layouts)]
@@ -151,7 +151,7 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     train_rows, _, _ = load_mix(mix_dir)
     transformers.set_seed(args.seed)
     tokenizer = load_tokenizer(profile.model)
-    model = continue_adapter(load_base_model(profile), adapter, bool(args.gradient_checkpointing))
+    model = continue_adapter(load_base_model(profile), profile, adapter, bool(args.gradient_checkpointing))
     model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # a reply ends at <end_of_turn>
     if selection is None:
         candidates = candidate_prompts(profile, train_rows, tokenizer)
@@ -188,19 +188,6 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     return trainer, {"report": report, "selection": selection}
 
 
-def finished_grpo_run(out_dir: Path, profile: Profile) -> TrainResult | None:
-    """The run in ``out_dir`` if it finished with the profile's current GRPO settings, else None."""
-    summary_file = out_dir / "run.json"
-    if not summary_file.is_file() or not (out_dir / "adapter").is_dir():
-        return None
-    summary = json.loads(summary_file.read_text())
-    if summary.get("grpo") != profile.grpo or summary.get("steps", 0) < summary.get("max_steps", float("inf")):
-        return None
-    state = json.loads((out_dir / "trainer_state.json").read_text())
-    return TrainResult(out_dir, out_dir / "adapter", summary["steps"], summary.get("seconds", 0.0),
-                       state.get("log_history", []), summary, already_finished=True)
-
-
 def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapter: str | Path | None = None, *,
                resume: bool = False, overwrite: bool = False, progress: bool = True,
                callbacks: list[Any] | None = None) -> TrainResult:
@@ -213,12 +200,9 @@ def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapt
 
     out_dir = Path(out_dir)
     adapter = Path(adapter) if adapter is not None else default_sft_adapter(profile)
-    if resume and not overwrite:
-        done = finished_grpo_run(out_dir, profile)
-        if done is not None:
-            log.info("%s: finished (%d steps); left unchanged", out_dir, done.steps)
-            return done
-    folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite)
+    folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite, section="grpo", options=profile.grpo)
+    if folder.finished is not None:
+        return folder.finished
     work_dir, resumed_from = folder.work_dir, folder.resumed_from
     clear_for_overwrite(folder, overwrite)
     saved = work_dir / "prompts.jsonl"

@@ -6,6 +6,7 @@ SFT uses it now; GRPO and DPO will use the same pieces.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 from workings.config.loading import run_dir
 from workings.config.schema import Profile, ProfileError
 from workings.files import write_folder
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -234,20 +237,46 @@ class NothingToResume(FileNotFoundError):
 @dataclass
 class RunFolder:
     """Where a run trains (``work_dir``: the run folder, or a staging folder beside it when it
-    overwrites a run) and the checkpoint it resumes from, if any."""
+    overwrites a run), the checkpoint it resumes from, and, when asked to resume a run that has
+    already finished with the same settings, that run (``finished``: nothing is to be trained)."""
 
     out_dir: Path
     work_dir: Path
     resumed_from: Path | None
+    finished: TrainResult | None = None
 
 
-def open_run_folder(out_dir: Path, *, resume: bool, overwrite: bool) -> RunFolder:
-    """The run folder rules every training stage shares: a folder that holds a run is never trained
-    over unless ``resume`` or ``overwrite`` says so; ``resume`` needs a checkpoint; ``overwrite``
-    trains in a staging folder beside the earlier run (see :func:`swap_in`). Removing a stale
-    staging or empty run folder is left to the caller's main process (:meth:`RunFolder.clear`)."""
+def finished_run(out_dir: Path, section: str, options: dict[str, Any]) -> TrainResult | None:
+    """The run in ``out_dir`` if it finished all its steps with the trainer ``options`` it records
+    under ``section`` of its ``run.json`` (``sft``, ``grpo``), else None."""
+    import json
+
+    summary_file = out_dir / "run.json"
+    if not summary_file.is_file() or not (out_dir / "adapter").is_dir():
+        return None
+    summary = json.loads(summary_file.read_text())
+    if summary.get(section) != options or summary.get("steps", 0) < summary.get("max_steps", math.inf):
+        return None
+    state_file = out_dir / "trainer_state.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    return TrainResult(out_dir, out_dir / "adapter", summary["steps"], summary.get("seconds", 0.0),
+                       state.get("log_history", []), summary, already_finished=True)
+
+
+def open_run_folder(out_dir: Path, *, resume: bool, overwrite: bool, section: str, options: dict[str, Any]) -> RunFolder:
+    """The run folder rules every training stage shares: ``resume`` on a run that finished with the
+    same ``options`` (:func:`finished_run`) returns it untouched; otherwise ``resume`` needs a
+    checkpoint; a folder that holds a run is never trained over unless ``resume`` or ``overwrite``
+    says so; ``overwrite`` trains in a staging folder beside the earlier run (see :func:`swap_in`).
+    Removing a stale staging or empty run folder is left to the caller's main process
+    (:func:`clear_for_overwrite`)."""
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
+    if resume:
+        done = finished_run(out_dir, section, options)
+        if done is not None:
+            log.info("%s: finished (%d steps); left unchanged", out_dir, done.steps)
+            return RunFolder(out_dir, out_dir, None, finished=done)
     existing = checkpoints(out_dir)
     if resume and not existing:
         raise NothingToResume(out_dir)

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from workings.config.loading import run_dir
 from workings.config.schema import Profile, ProfileError
-from workings.core.chat import END_OF_TURN
+from workings.core.chat import END_OF_TURN, tokenizer_adds_bos
 from workings.train.runs import (TrainingDiverged, TrainResult, adapter_dtype_on_save, check_environment, check_loss,
                                  check_mix, checkpoints, clear_for_overwrite, divergence_guard, ensure_profile_mix,
                                  open_run_folder, save_adapter, swap_in, whole_run_loss)
@@ -38,7 +37,7 @@ def training_rows(rows: Any, tokenizer: Any) -> Any:
     exactly as at inference.
     """
     bos = tokenizer.bos_token
-    adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    adds_bos = tokenizer_adds_bos(tokenizer)
 
     def cut(row: dict[str, str]) -> dict[str, str]:
         completion = row["completion"].rstrip("\n")
@@ -127,19 +126,6 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
     return trainer
 
 
-def finished_run(out_dir: Path, profile: Profile) -> TrainResult | None:
-    """The run in ``out_dir`` if it finished with the profile's current trainer settings, else None."""
-    summary_file = out_dir / "run.json"
-    if not summary_file.is_file() or not (out_dir / "adapter").is_dir():
-        return None
-    summary = json.loads(summary_file.read_text())
-    if summary.get("sft") != profile.sft or summary.get("steps", 0) < summary.get("max_steps", math.inf):
-        return None
-    state = json.loads((out_dir / "trainer_state.json").read_text()) if (out_dir / "trainer_state.json").is_file() else {}
-    return TrainResult(out_dir, out_dir / "adapter", summary["steps"], summary.get("seconds", 0.0),
-                       state.get("log_history", []), summary, already_finished=True)
-
-
 def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
           overwrite: bool = False, progress: bool = True, callbacks: list[Any] | None = None) -> TrainResult:
     """Fine-tune the profile's model on the mix in ``mix_dir``; write checkpoints, logs and ``adapter/`` to ``out_dir``.
@@ -151,12 +137,9 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
     leaves the earlier result in place.
     """
     out_dir = Path(out_dir)
-    if resume and not overwrite:
-        done = finished_run(out_dir, profile)
-        if done is not None:
-            log.info("%s: finished (%d steps); left unchanged", out_dir, done.steps)
-            return done
-    folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite)
+    folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite, section="sft", options=profile.sft)
+    if folder.finished is not None:
+        return folder.finished
     work_dir, resumed_from = folder.work_dir, folder.resumed_from
     processes = run_processes(profile)
     if processes.is_main_process:
