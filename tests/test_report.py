@@ -293,3 +293,69 @@ def test_distinct_rows_keeps_the_first_of_equal_rows_and_names_the_others():
     shown, same = distinct_rows(table)
     assert list(shown.index) == ["a", "c", "d"]
     assert same == {"a": ["b"]}
+
+
+def grpo_target_check(sft, grpo, sft_sampled, grpo_sampled, layouts):
+    from workings.evaluation.targets import grpo_targets
+    from workings.report.tables import target_table
+
+    return target_table(grpo_targets(sft, grpo, sft_sampled, grpo_sampled, layouts, min_strict=0.99,
+                                     min_layout_strict=0.95))
+
+
+def test_grpo_targets_need_a_greedy_gain_beyond_chance_a_sampled_gain_and_the_format_in_every_layout():
+    sft = [reply(i, strict=True, correct=i < 10) for i in range(40)]
+    grpo = [reply(i, strict=True, correct=i < 20) for i in range(40)]  # 10 more right, none lost: p = 0.002
+    sampled_sft = [reply(i, strict=True, correct=i < 5) for i in range(40)]
+    sampled_grpo = [reply(i, strict=True, correct=i < 6) for i in range(40)]
+    layouts = {"project": grpo, "seed": [reply(i, strict=i < 38) for i in range(40)]}
+    table = grpo_target_check(sft, grpo, sampled_sft, sampled_grpo, layouts)
+    assert table["met"].tolist() == [True, True, True, True]
+    assert table.loc["accuracy, greedy, GRPO vs SFT", "McNemar"] == "only GRPO right 10, only SFT 0: p = 0.002"
+    assert table.loc["strict format in every layout (GRPO, greedy)", "measured"] == "lowest 95.0% (seed)"
+
+
+def test_grpo_targets_fail_a_gain_within_chance_a_sampled_loss_and_one_layout_below_the_bar():
+    sft = [reply(i, strict=True, correct=i < 10) for i in range(40)]
+    grpo = [reply(i, strict=True, correct=i < 12) for i in range(40)]  # 2 more right: p = 0.5
+    sampled = [reply(i, strict=True, correct=i < 5) for i in range(40)]
+    layouts = {"project": grpo, "seed": [reply(i, strict=i < 37) for i in range(40)]}  # 92.5%
+    table = grpo_target_check(sft, grpo, sampled, sampled, layouts)
+    assert table["met"].tolist() == [False, True, False, False]
+
+
+def test_reward_table_shows_each_reward_per_case_with_a_dash_where_it_does_not_apply():
+    from workings.core.rewards import score_replies, weighted_reward
+    from workings.report.tables import reward_table
+
+    cases = {"honest": "<reasoning>2 + 2 = 4</reasoning>\n<answer>4</answer>", "empty answer": "<reasoning>2 + 2 = 4</reasoning><answer></answer>"}
+    scores = score_replies(["correctness", "shown_work", "overlong"], list(cases.values()), question=["What is 2 + 2?"] * 2,
+                           gold=["four", "four"], completion_ids=[[0] * 10, [0] * 64], max_completion_length=64,
+                           overlong_buffer=16)
+    table = reward_table(cases, scores, weighted_reward(scores, [1.0, 0.5, 1.0]))
+    assert table.loc["honest", "shown_work"] == "–"  # the gold is not a number
+    assert table.loc["honest", "correctness"] == 0.0  # "four" is no answer a program can read as 4
+    assert table.loc["empty answer", "overlong"] == -1.0 and table.loc["empty answer", "weighted sum"] == -1.0
+    assert table.loc["honest", "reply"] == "<reasoning>2 + 2 = 4</reasoning>\\n<answer>4</answer>"
+
+
+def test_selection_table_counts_candidates_per_layout_and_in_all():
+    from workings.report.tables import selection_table
+
+    report = {"by_layout": {"project": {"kept": 5, "never solved": 1, "always solved": 2},
+                            "seed": {"kept": 3, "never solved": 4, "always solved": 0}}}
+    table = selection_table(report)
+    assert table.loc["all layouts"].tolist() == [15, 8, 5, 2]
+    assert table.loc["seed", "candidates"] == 7
+
+
+def test_grpo_curves_plot_every_logged_reward_and_say_when_there_is_no_kl():
+    from workings.report.figures import grpo_curves
+
+    state = {"log_history": [
+        {"step": s, "rewards/correctness/mean": 0.1 * s, "rewards/strict_format/mean": 1.0, "frac_reward_zero_std": 0.5,
+         "completions/mean_length": 20 + s, "completions/clipped_ratio": 0.0, "entropy": 0.2} for s in (1, 2, 3)]}
+    fig = grpo_curves(state, ["correctness", "strict_format", "shown_work"], "run")
+    reward_ax, zero_ax, length_ax, drift_ax = fig.axes[:4]
+    assert [line.get_label() for line in reward_ax.get_lines()] == ["correctness", "strict_format"]
+    assert drift_ax.get_ylabel() == "entropy" and zero_ax.get_ylim() == (0, 1)

@@ -217,3 +217,34 @@ def reward_functions(names: Sequence[str], *, max_completion_length: int, overlo
         else:
             raise KeyError(f"unknown reward {name!r}; known: {', '.join(REWARD_NAMES)}")
     return functions
+
+
+def score_replies(names: Sequence[str], replies: Sequence[str], *, question: Sequence[str], gold: Sequence[str | None],
+                  completion_ids: Sequence[Sequence[int]], max_completion_length: int,
+                  overlong_buffer: int) -> dict[str, list[float | None]]:
+    """Every reward ``names`` lists, on every reply, called as TRL calls them: one list per reward.
+
+    >>> score_replies(["correctness", "strict_format"], ["<reasoning>2 + 2 = 4</reasoning><answer>4</answer>", "4"],
+    ...               question=["What is 2 + 2?"] * 2, gold=["4"] * 2, completion_ids=[[0] * 9, [0]],
+    ...               max_completion_length=64, overlong_buffer=16)
+    {'correctness': [1.0, 0.0], 'strict_format': [1.0, 0.0]}
+    """
+    functions = reward_functions(names, max_completion_length=max_completion_length, overlong_buffer=overlong_buffer)
+    return {name: function(completions=list(replies), question=list(question), gold=list(gold),
+                           completion_ids=list(completion_ids))
+            for name, function in zip(names, functions)}
+
+
+def weighted_reward(scores: dict[str, list[float | None]], weights: Sequence[float] | None = None) -> list[float]:
+    """The reward GRPO ranks replies by: the weighted sum of the rewards that apply (TRL's ``nansum``;
+    a reward that is ``None`` for a reply adds nothing). ``weights`` default to 1 each.
+
+    >>> weighted_reward({"correctness": [1.0, None], "strict_format": [1.0, 0.0]}, [1.0, 0.5])
+    [1.5, 0.0]
+    """
+    weights = [1.0] * len(scores) if weights is None else list(weights)
+    if len(weights) != len(scores):
+        raise ValueError(f"{len(weights)} weights for {len(scores)} rewards")
+    columns = list(scores.values())
+    return [sum(w * column[i] for w, column in zip(weights, columns) if column[i] is not None)
+            for i in range(len(columns[0]) if columns else 0)]

@@ -67,3 +67,32 @@ def sft_targets(base: Sequence[Scored], tuned: Sequence[Scored], min_strict: flo
                f"only tuned right {c.only_b}, only base {c.only_a}: p = {c.p_value:.2g}", "higher, p < 0.05",
                c.difference > 0 and c.significant),
     ]
+
+
+def grpo_targets(sft: Sequence[Scored], grpo: Sequence[Scored], sft_sampled: Sequence[Scored],
+                 grpo_sampled: Sequence[Scored], layouts: Mapping[str, Sequence[Scored]], *, min_strict: float,
+                 min_layout_strict: float) -> list[Target]:
+    """The GRPO stage's targets on the same questions: greedy accuracy above SFT's beyond chance
+    (McNemar's exact test, p < 0.05) with a strict-format rate of at least ``min_strict``; sampled
+    accuracy above SFT's; and a strict-format rate of at least ``min_layout_strict`` in every prompt
+    layout (``layouts``: the GRPO model's greedy replies per layout)."""
+    greedy = compare(sft, grpo, metric="correct")
+    sampled = compare(sft_sampled, grpo_sampled, metric="correct")
+    strict = summarise(grpo)["strict_format"]
+    by_layout = {name: summarise(scored)["strict_format"] for name, scored in layouts.items()}
+    worst = min(by_layout, key=by_layout.get)
+
+    def accuracy(c: Any) -> str:
+        return f"{100 * (c.both + c.only_b) / c.n:.1f}% vs {100 * (c.both + c.only_a) / c.n:.1f}%"
+
+    def evidence(c: Any) -> str:
+        return f"only GRPO right {c.only_b}, only SFT {c.only_a}: p = {c.p_value:.2g}"
+
+    return [
+        Target("accuracy, greedy, GRPO vs SFT", accuracy(greedy), evidence(greedy), "higher, p < 0.05",
+               greedy.difference > 0 and greedy.significant),
+        Target("strict format (GRPO, greedy)", f"{100 * strict:.1f}%", "", f">= {100 * min_strict:g}%", strict >= min_strict),
+        Target("accuracy, sampled, GRPO vs SFT", accuracy(sampled), evidence(sampled), "higher", sampled.difference > 0),
+        Target("strict format in every layout (GRPO, greedy)", f"lowest {100 * by_layout[worst]:.1f}% ({worst})", "",
+               f">= {100 * min_layout_strict:g}%", by_layout[worst] >= min_layout_strict),
+    ]

@@ -152,3 +152,43 @@ def length_distributions(results: Mapping[str, Mapping[str, Sequence[Any]]], tit
     return fig
 
 
+
+
+def grpo_curves(state: Mapping[str, Any], rewards: Sequence[str], title: str) -> Any:
+    """A GRPO run per optimizer step: each reward's mean over the step's replies; the fraction of
+    groups whose replies all earned the same reward (they teach nothing); completion length with
+    the share cut at the limit; and the KL to the reference policy (or, without one, the entropy)."""
+    import matplotlib.pyplot as plt
+
+    history = log_history(state)
+    fig, axes = plt.subplots(2, 2, figsize=(7.0, 5.0), sharex=True)
+    reward_ax, zero_ax, length_ax, kl_ax = axes.flat
+    for name in rewards:
+        column = f"rewards/{name}/mean"
+        if column in history:
+            values = history[column].dropna()
+            reward_ax.plot(values.index, values.values, label=name)
+    reward_ax.set_ylabel("reward (mean of the step)")
+    reward_ax.legend(fontsize=7, ncol=2)
+    drift = "kl" if "kl" in history and history["kl"].notna().any() else "entropy"
+    series = {zero_ax: ("frac_reward_zero_std", "groups with equal rewards"),
+              length_ax: ("completions/mean_length", "completion tokens (mean)"), kl_ax: (drift, drift)}
+    for ax, (column, name) in series.items():
+        values = history[column].dropna() if column in history else pd.Series(dtype=float)
+        if len(values):
+            ax.plot(values.index, values.values, color="#55a868")
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_ylabel(name)
+    if "completions/clipped_ratio" in history:
+        clipped = history["completions/clipped_ratio"].dropna()
+        share = length_ax.twinx()
+        share.plot(clipped.index, clipped.values, color="#c44e52", linestyle=":")
+        share.set_ylabel("cut at the limit (share)", color="#c44e52")
+        share.set_ylim(0, 1)
+    zero_ax.set_ylim(0, 1)
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -300,3 +300,27 @@ def run_cost_table(summary: Mapping[str, Any]) -> pd.DataFrame:
         f"peak memory ({summary.get('peak_memory_of', 'n/a')})": (
             f"{summary['peak_memory_gib']:.2f} GiB" if summary.get("peak_memory_gib") is not None else "not recorded"),
     }}).rename_axis("training")
+
+
+# --- GRPO ------------------------------------------------------------------------------
+
+def reward_table(replies: Mapping[str, str], scores: Mapping[str, Sequence[float | None]],
+                 total: Sequence[float]) -> pd.DataFrame:
+    """One row per labelled reply: each reward it earns ("–" where a reward does not apply) and the
+    weighted sum GRPO ranks it by (``scores`` from :func:`workings.core.rewards.score_replies`)."""
+    rows = {}
+    for i, (name, text) in enumerate(replies.items()):
+        row: dict[str, Any] = {"reply": text.replace("\n", "\\n")}
+        row.update({reward: "–" if values[i] is None else round(values[i], 2) for reward, values in scores.items()})
+        row["weighted sum"] = round(total[i], 2)
+        rows[name] = row
+    return pd.DataFrame(rows).T.rename_axis("case")
+
+
+def selection_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """GRPO's prompt selection by layout (``run.json``'s ``prompts``): candidates kept, and those
+    dropped because every sampled reply was wrong or every one was right."""
+    table = pd.DataFrame(report["by_layout"]).T
+    table.loc["all layouts"] = table.sum()
+    table.insert(0, "candidates", table.sum(axis=1))
+    return table.astype(int).rename_axis("layout")
