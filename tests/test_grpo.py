@@ -150,3 +150,38 @@ def test_the_share_of_bfloat16_weights_a_step_cannot_move():
     weights = torch.tensor([1.0, 0.01, 0.0001, -1.0])  # half a bfloat16 unit: 2**-9, 2**-16, 2**-23, 2**-9
     assert bfloat16_frozen_share(weights, 1e-3) == 0.5  # 1e-3 < 2**-9 (0.00195): the two weights of size 1 stay
     assert bfloat16_frozen_share(weights, 1e-2) == 0.0
+
+
+def test_sft_and_grpo_are_compared_greedy_on_every_benchmark_and_on_the_largest_sampled_and_in_every_layout(
+        tiny_profile, small_grpo, runs):
+    from workings.config.loading import run_dir
+    from workings.evaluation.benchmarks import Benchmark
+    from workings.rl.compare import GRPO, SFT, compare_with_sft
+
+    profile = tiny_profile(small_grpo, name="cmp")
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    assert main(["grpo", "--profile", str(profile.path), "--quiet"]) == 0
+    rows = [{"id": str(i), "question": f"Ava has {i} pens. She finds 2 more. How many pens?", "gold": str(i + 2)}
+            for i in range(3)]
+    benchmarks = [Benchmark("small", rows[:1]), Benchmark("large", rows), Benchmark("notes", rows, graded=False)]
+    sft, grpo = run_dir(profile) / "sft" / "adapter", run_dir(profile) / "grpo" / "adapter"
+    comparison = compare_with_sft(profile, benchmarks, sft, grpo, layouts=["project", "seed"])
+    assert comparison.largest == "large"
+    assert set(comparison.greedy) == {SFT, GRPO} and set(comparison.greedy[GRPO]) == {"small", "large", "notes"}
+    assert [len(comparison.sampled[m]) for m in (SFT, GRPO)] == [3, 3]
+    assert set(comparison.layouts) == {"project", "seed"}
+    # The project layout greedy is the same question set as the greedy run: read back, not asked again.
+    assert comparison.layouts["project"][GRPO] == comparison.greedy[GRPO]["large"]
+    assert [t.name for t in comparison.targets()] == [
+        "accuracy, greedy, GRPO vs SFT", "strict format (GRPO, greedy)", "accuracy, sampled, GRPO vs SFT",
+        "strict format in every layout (GRPO, greedy)"]
+
+
+def test_a_comparison_without_a_graded_benchmark_is_refused_before_loading(tiny_profile, small_grpo):
+    from workings.evaluation.benchmarks import Benchmark
+    from workings.rl.compare import compare_with_sft
+
+    profile = tiny_profile(small_grpo, name="ungraded")
+    with pytest.raises(ValueError, match="ungraded: no graded benchmark to compare SFT and GRPO on"):
+        compare_with_sft(profile, [Benchmark("notes", [{"id": "1", "question": "q", "gold": None}], graded=False)],
+                         "missing-sft", "missing-grpo")
