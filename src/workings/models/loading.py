@@ -10,6 +10,14 @@ from workings.config.schema import ModelConfig, Profile
 TINY = "tiny"  # the model id of the project's own tiny Gemma (:mod:`workings.models.tiny`)
 
 
+
+def ignore_renamed_checkpointing_attribute() -> None:
+    """PEFT and TRL read ``is_gradient_checkpointing``, which transformers 5 renamed and warns about
+    on every read; the warning is theirs to fix, not a user's. Call inside ``warnings.catch_warnings()``."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
 def is_tiny(model: ModelConfig) -> bool:
     return model.id == TINY
 
@@ -169,8 +177,8 @@ def load_for_inference(profile: Profile, adapter: str | Path | None = None, merg
 
         from peft import PeftModel
 
-        with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5; not ours to fix
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with warnings.catch_warnings():
+            ignore_renamed_checkpointing_attribute()
             model = PeftModel.from_pretrained(model, str(adapter))
         if merged:
             if profile.quantization is not None:

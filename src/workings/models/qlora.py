@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from workings.config.schema import LoraConfig, Profile, QuantizationConfig
+from workings.models.loading import ignore_renamed_checkpointing_attribute
 
 
 def torch_dtype(name: str) -> Any:
@@ -70,8 +71,8 @@ def prepare_for_training(model: Any, profile: Profile) -> Any:
     import peft
 
     checkpointing = bool(profile.sft_args().gradient_checkpointing)
-    with warnings.catch_warnings():  # peft reads the attribute that transformers 5 renamed
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with warnings.catch_warnings():
+        ignore_renamed_checkpointing_attribute()
         model = prepare_base(model, profile.quantization is not None, checkpointing)
         return peft.get_peft_model(model, lora_config(profile.lora))
 
@@ -87,8 +88,8 @@ def continue_adapter(model: Any, profile: Profile, adapter: str | Path, checkpoi
 
     import peft
 
-    with warnings.catch_warnings():  # peft reads the attribute that transformers 5 renamed
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with warnings.catch_warnings():
+        ignore_renamed_checkpointing_attribute()
         model = prepare_base(model, profile.quantization is not None, checkpointing)
         model = peft.PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     adapter_weights_to_float32(model)

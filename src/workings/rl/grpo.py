@@ -141,7 +141,7 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     from trl import GRPOTrainer
 
     from workings.data.mix import load_mix
-    from workings.models.loading import check_adapter, load_base_model, load_tokenizer
+    from workings.models.loading import check_adapter, ignore_renamed_checkpointing_attribute, load_base_model, load_tokenizer
     from workings.models.qlora import adapter_weights_to_float32, continue_adapter
 
     check_environment(profile)
@@ -177,8 +177,8 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     columns = ("id", "layout", "question", "gold", "prompt")
     dataset = datasets.Dataset.from_list([{k: row[k] for k in columns} for row in selection])
     tensorboard = TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard")))
-    with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5; not ours to fix
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with warnings.catch_warnings():
+        ignore_renamed_checkpointing_attribute()
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=tokenizer,
                               callbacks=[divergence_guard(None), adapter_dtype_on_save(profile.lora.save_dtype), tensorboard,
                                          *(callbacks or [])])
@@ -211,8 +211,12 @@ def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapt
                                           callbacks=callbacks)
     if selection is None:
         write_jsonl(saved, prompts["selection"])
+    from workings.models.loading import ignore_renamed_checkpointing_attribute
+
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
+    with warnings.catch_warnings():  # TRL reads the attribute before every generation
+        ignore_renamed_checkpointing_attribute()
+        trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
     seconds = time.perf_counter() - start
     state = trainer.state
     trainer.save_state()
