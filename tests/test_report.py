@@ -359,3 +359,12 @@ def test_grpo_curves_plot_every_logged_reward_and_say_when_there_is_no_kl():
     reward_ax, zero_ax, length_ax, drift_ax = fig.axes[:4]
     assert [line.get_label() for line in reward_ax.get_lines()] == ["correctness", "strict_format"]
     assert drift_ax.get_ylabel() == "entropy" and zero_ax.get_ylim() == (0, 1)
+
+
+@pytest.mark.parametrize("module", ["workings.report.tables", "workings.rl.grpo"])
+def test_the_docstring_examples_hold(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -324,3 +324,14 @@ def selection_table(report: Mapping[str, Any]) -> pd.DataFrame:
     table.loc["all layouts"] = table.sum()
     table.insert(0, "candidates", table.sum(axis=1))
     return table.astype(int).rename_axis("layout")
+
+
+def change_in_words(before: float, after: float) -> str:
+    """A rate's change for a sentence, in percent.
+
+    >>> change_in_words(0.44, 0.47), change_in_words(0.5, 0.25), change_in_words(0.9, 0.9)
+    ('rises from 44.0% to 47.0%', 'falls from 50.0% to 25.0%', 'stays at 90.0%')
+    """
+    if after == before:
+        return f"stays at {100 * after:.1f}%"
+    return f"{'rises' if after > before else 'falls'} from {100 * before:.1f}% to {100 * after:.1f}%"
