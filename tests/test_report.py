@@ -328,15 +328,24 @@ def test_reward_table_shows_each_reward_per_case_with_a_dash_where_it_does_not_a
     from workings.core.rewards import score_replies, weighted_reward
     from workings.report.tables import reward_table
 
-    cases = {"honest": "<reasoning>2 + 2 = 4</reasoning>\n<answer>4</answer>", "empty answer": "<reasoning>2 + 2 = 4</reasoning><answer></answer>"}
-    scores = score_replies(["correctness", "shown_work", "overlong"], list(cases.values()), question=["What is 2 + 2?"] * 2,
+    replies = ["<reasoning>2 + 2 = 4</reasoning>\n<answer>4</answer>", "<reasoning>2 + 2 = 4</reasoning><answer></answer>"]
+    scores = score_replies(["correctness", "shown_work", "overlong"], replies, question=["What is 2 + 2?"] * 2,
                            gold=["four", "four"], completion_ids=[[0] * 10, [0] * 64], max_completion_length=64,
                            overlong_buffer=16)
-    table = reward_table(cases, scores, weighted_reward(scores, [1.0, 0.5, 1.0]))
+    table = reward_table(["honest", "empty answer"], scores, weighted_reward(scores, [1.0, 0.5, 1.0]))
     assert table.loc["honest", "shown_work"] == "–"  # the gold is not a number
     assert table.loc["honest", "correctness"] == 0.0  # "four" is no answer a program can read as 4
     assert table.loc["empty answer", "overlong"] == -1.0 and table.loc["empty answer", "weighted sum"] == -1.0
-    assert table.loc["honest", "reply"] == "<reasoning>2 + 2 = 4</reasoning>\\n<answer>4</answer>"
+
+
+def test_options_table_shows_an_enum_option_by_its_value():
+    from trl import GRPOConfig
+
+    from workings.report.tables import options_table
+
+    args = GRPOConfig(output_dir="unused", lr_scheduler_type="constant", use_cpu=True, report_to="none")
+    table = options_table(args, ["lr_scheduler_type", "beta"], "option")
+    assert table["value"].tolist() == ["constant", str(args.beta)] and table.index.name == "option"
 
 
 def test_selection_table_counts_candidates_per_layout_and_in_all():

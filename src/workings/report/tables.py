@@ -304,17 +304,22 @@ def run_cost_table(summary: Mapping[str, Any]) -> pd.DataFrame:
 
 # --- GRPO ------------------------------------------------------------------------------
 
-def reward_table(replies: Mapping[str, str], scores: Mapping[str, Sequence[float | None]],
+def reward_table(cases: Sequence[str], scores: Mapping[str, Sequence[float | None]],
                  total: Sequence[float]) -> pd.DataFrame:
-    """One row per labelled reply: each reward it earns ("–" where a reward does not apply) and the
+    """One row per case: each reward its reply earns ("–" where a reward does not apply) and the
     weighted sum GRPO ranks it by (``scores`` from :func:`workings.core.rewards.score_replies`)."""
     rows = {}
-    for i, (name, text) in enumerate(replies.items()):
-        row: dict[str, Any] = {"reply": text.replace("\n", "\\n")}
-        row.update({reward: "–" if values[i] is None else round(values[i], 2) for reward, values in scores.items()})
+    for i, case in enumerate(cases):
+        row: dict[str, Any] = {reward: "–" if values[i] is None else round(values[i], 2) for reward, values in scores.items()}
         row["weighted sum"] = round(total[i], 2)
-        rows[name] = row
+        rows[case] = row
     return pd.DataFrame(rows).T.rename_axis("case")
+
+
+def options_table(args: Any, names: Sequence[str], header: str) -> pd.DataFrame:
+    """The values of a trainer config's options ``names`` (enums by their value), one row each."""
+    values = {name: getattr(args, name) for name in names}
+    return pd.DataFrame({"value": {k: str(getattr(v, "value", v)) for k, v in values.items()}}).rename_axis(header)
 
 
 def selection_table(report: Mapping[str, Any]) -> pd.DataFrame:
