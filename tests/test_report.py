@@ -335,7 +335,7 @@ def test_reward_table_shows_each_reward_per_case_with_a_dash_where_it_does_not_a
     table = reward_table(["honest", "empty answer"], scores, weighted_reward(scores, [1.0, 0.5, 1.0]))
     assert table.loc["honest", "shown_work"] == "–"  # the gold is not a number
     assert table.loc["honest", "correctness"] == 0.0  # "four" is no answer a program can read as 4
-    assert table.loc["empty answer", "overlong"] == -1.0 and table.loc["empty answer", "weighted sum"] == -1.0
+    assert table.loc["empty answer", "overlong"] == -1.0 and table.loc["empty answer", "total"] == -1.0
 
 
 def test_options_table_shows_an_enum_option_by_its_value():

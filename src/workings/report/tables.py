@@ -307,11 +307,11 @@ def run_cost_table(summary: Mapping[str, Any]) -> pd.DataFrame:
 def reward_table(cases: Sequence[str], scores: Mapping[str, Sequence[float | None]],
                  total: Sequence[float]) -> pd.DataFrame:
     """One row per case: each reward its reply earns ("–" where a reward does not apply) and the
-    weighted sum GRPO ranks it by (``scores`` from :func:`workings.core.rewards.score_replies`)."""
+    weighted sum GRPO ranks it by, as ``total`` (``scores`` from :func:`workings.core.rewards.score_replies`)."""
     rows = {}
     for i, case in enumerate(cases):
         row: dict[str, Any] = {reward: "–" if values[i] is None else round(values[i], 2) for reward, values in scores.items()}
-        row["weighted sum"] = round(total[i], 2)
+        row["total"] = round(total[i], 2)
         rows[case] = row
     return pd.DataFrame(rows).T.rename_axis("case")
 
