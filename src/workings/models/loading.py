@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +13,14 @@ from workings.config.schema import ModelConfig, Profile
 TINY = "tiny"  # the model id of the project's own tiny Gemma (:mod:`workings.models.tiny`)
 
 
+@contextmanager
+def renamed_checkpointing_attribute_quiet() -> Iterator[None]:
+    """Within: no warning when PEFT or TRL read ``is_gradient_checkpointing``, which transformers 5
+    renamed and warns about on every read (theirs to fix, not a user's)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
-def ignore_renamed_checkpointing_attribute() -> None:
-    """PEFT and TRL read ``is_gradient_checkpointing``, which transformers 5 renamed and warns about
-    on every read; the warning is theirs to fix, not a user's. Call inside ``warnings.catch_warnings()``."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 def is_tiny(model: ModelConfig) -> bool:
     return model.id == TINY
@@ -173,12 +177,9 @@ def load_for_inference(profile: Profile, adapter: str | Path | None = None, merg
     """
     model = load_base_model(profile)
     if adapter is not None:
-        import warnings
-
         from peft import PeftModel
 
-        with warnings.catch_warnings():
-            ignore_renamed_checkpointing_attribute()
+        with renamed_checkpointing_attribute_quiet():
             model = PeftModel.from_pretrained(model, str(adapter))
         if merged:
             if profile.quantization is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from workings.config.schema import LoraConfig, Profile, QuantizationConfig
-from workings.models.loading import ignore_renamed_checkpointing_attribute
+from workings.models.loading import renamed_checkpointing_attribute_quiet
 
 
 def torch_dtype(name: str) -> Any:
@@ -66,13 +66,10 @@ def prepare_base(model: Any, quantized: bool, checkpointing: bool) -> Any:
 
 def prepare_for_training(model: Any, profile: Profile) -> Any:
     """:func:`prepare_base` with the ``sft`` section's checkpointing, wrapped with a new LoRA adapter."""
-    import warnings
-
     import peft
 
     checkpointing = bool(profile.sft_args().gradient_checkpointing)
-    with warnings.catch_warnings():
-        ignore_renamed_checkpointing_attribute()
+    with renamed_checkpointing_attribute_quiet():
         model = prepare_base(model, profile.quantization is not None, checkpointing)
         return peft.get_peft_model(model, lora_config(profile.lora))
 
@@ -84,12 +81,9 @@ def continue_adapter(model: Any, profile: Profile, adapter: str | Path, checkpoi
     at a learning rate of 1e-4 most steps are below half a bfloat16 unit of the weight they change
     and would round away (:func:`bfloat16_frozen_share` measures the share).
     """
-    import warnings
-
     import peft
 
-    with warnings.catch_warnings():
-        ignore_renamed_checkpointing_attribute()
+    with renamed_checkpointing_attribute_quiet():
         model = prepare_base(model, profile.quantization is not None, checkpointing)
         model = peft.PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     adapter_weights_to_float32(model)
@@ -115,8 +109,6 @@ def bfloat16_frozen_share(weights: Any, learning_rate: float) -> float:
     w = weights.detach().float().abs().clamp_min(torch.finfo(torch.float32).tiny)
     unit = torch.exp2(torch.floor(torch.log2(w)) - 7)  # bfloat16 keeps 8 significant bits
     return float((learning_rate < unit / 2).float().mean())
-
-
 
 
 def keep_4bit_weights_plain(model: Any) -> int:

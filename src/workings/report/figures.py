@@ -152,8 +152,6 @@ def length_distributions(results: Mapping[str, Mapping[str, Sequence[Any]]], tit
     return fig
 
 
-
-
 def grpo_curves(state: Mapping[str, Any], rewards: Sequence[str], title: str) -> Any:
     """A GRPO run per optimizer step: each reward's mean over the step's replies; the fraction of
     groups whose replies all earned the same reward (they teach nothing); completion length with

@@ -20,7 +20,6 @@ import json
 import logging
 import random
 import time
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from workings.core.chat import render_prompt, stop_token_ids, tokenizer_adds_bos
 from workings.core.rewards import correctness, reward_functions
 from workings.evaluation.generate import SamplingConfig, generate, vllm_available
 from workings.files import file_digest
+from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.runs import (TrainResult, adapter_dtype_on_save, check_environment, checkpoints,
                                  clear_for_overwrite, divergence_guard, ensure_profile_mix, open_run_folder, save_adapter,
                                  swap_in)
@@ -141,7 +141,7 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     from trl import GRPOTrainer
 
     from workings.data.mix import load_mix
-    from workings.models.loading import check_adapter, ignore_renamed_checkpointing_attribute, load_base_model, load_tokenizer
+    from workings.models.loading import check_adapter, load_base_model, load_tokenizer
     from workings.models.qlora import adapter_weights_to_float32, continue_adapter
 
     check_environment(profile)
@@ -177,8 +177,7 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     columns = ("id", "layout", "question", "gold", "prompt")
     dataset = datasets.Dataset.from_list([{k: row[k] for k in columns} for row in selection])
     tensorboard = TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard")))
-    with warnings.catch_warnings():
-        ignore_renamed_checkpointing_attribute()
+    with renamed_checkpointing_attribute_quiet():
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=tokenizer,
                               callbacks=[divergence_guard(None), adapter_dtype_on_save(profile.lora.save_dtype), tensorboard,
                                          *(callbacks or [])])
@@ -211,11 +210,8 @@ def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapt
                                           callbacks=callbacks)
     if selection is None:
         write_jsonl(saved, prompts["selection"])
-    from workings.models.loading import ignore_renamed_checkpointing_attribute
-
     start = time.perf_counter()
-    with warnings.catch_warnings():  # TRL reads the attribute before every generation
-        ignore_renamed_checkpointing_attribute()
+    with renamed_checkpointing_attribute_quiet():  # TRL reads the attribute before every generation
         trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
     seconds = time.perf_counter() - start
     state = trainer.state
