@@ -61,6 +61,16 @@ class PairedComparison:
     difference_ci: tuple[float, float]  # paired bootstrap 95% interval of the difference
 
     @property
+    def rate_a(self) -> float:
+        """The share of the questions A got right."""
+        return (self.both + self.only_a) / self.n
+
+    @property
+    def rate_b(self) -> float:
+        """The share of the questions B got right."""
+        return (self.both + self.only_b) / self.n
+
+    @property
     def significant(self) -> bool:
         """B and A differ at the 5% level."""
         return self.p_value < 0.05

@@ -35,8 +35,8 @@ def paired_comparisons(results: Mapping[str, Mapping[str, Sequence[Scored]]], a:
             continue
         c = compare(scored_a, scored_b, metric)
         rate = "accuracy" if metric == "correct" else None
-        rate_a = summarise(scored_a)[rate] if rate else (c.both + c.only_a) / c.n
-        rate_b = summarise(scored_b)[rate] if rate else (c.both + c.only_b) / c.n
+        rate_a = summarise(scored_a)[rate] if rate else c.rate_a
+        rate_b = summarise(scored_b)[rate] if rate else c.rate_b
         out.append(BenchmarkComparison(bench, a, b, rate_a, rate_b, c))
     return out
 
@@ -59,11 +59,10 @@ def sft_targets(base: Sequence[Scored], tuned: Sequence[Scored], min_strict: flo
     format-blind (last number), the tuned model's from its answer block."""
     strict = summarise(tuned)["strict_format"]
     c = compare(base, tuned, metric="correct", metric_a="last_number_correct")
-    acc_base, acc_tuned = (c.both + c.only_a) / c.n, (c.both + c.only_b) / c.n
     return [
         Target("strict format (tuned, greedy)", f"{100 * strict:.1f}%", "", f">= {100 * min_strict:g}%",
                strict >= min_strict),
-        Target("accuracy, tuned vs base", f"{100 * acc_tuned:.1f}% vs {100 * acc_base:.1f}%",
+        Target("accuracy, tuned vs base", f"{100 * c.rate_b:.1f}% vs {100 * c.rate_a:.1f}%",
                f"only tuned right {c.only_b}, only base {c.only_a}: p = {c.p_value:.2g}", "higher, p < 0.05",
                c.difference > 0 and c.significant),
     ]
@@ -83,7 +82,7 @@ def grpo_targets(sft: Sequence[Scored], grpo: Sequence[Scored], sft_sampled: Seq
     worst = min(by_layout, key=by_layout.get)
 
     def accuracy(c: Any) -> str:
-        return f"{100 * (c.both + c.only_b) / c.n:.1f}% vs {100 * (c.both + c.only_a) / c.n:.1f}%"
+        return f"{100 * c.rate_b:.1f}% vs {100 * c.rate_a:.1f}%"
 
     def evidence(c: Any) -> str:
         return f"only GRPO right {c.only_b}, only SFT {c.only_a}: p = {c.p_value:.2g}"
