@@ -185,3 +185,43 @@ def test_a_comparison_without_a_graded_benchmark_is_refused_before_loading(tiny_
     with pytest.raises(ValueError, match="ungraded: no graded benchmark to compare SFT and GRPO on"):
         compare_with_sft(profile, [Benchmark("notes", [{"id": "1", "question": "q", "gold": None}], graded=False)],
                          "missing-sft", "missing-grpo")
+
+
+def test_two_processes_run_grpo_on_the_prompts_one_process_chooses_and_write_one_run_folder(
+        tiny_profile, small_grpo, runs, tmp_path):
+    """``torchrun`` starts two CPU processes (gloo), each taking half of the single process's 8 replies
+    per step, over the single process's finished run (``--overwrite``). The main process chooses the
+    prompts and hands them over; only it replaces the folder. (Replies are sampled from per-process
+    seeds, so losses are not compared step by step as for SFT.)"""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    one = tiny_profile(small_grpo, name="one")
+    assert main(["train", "--profile", str(one.path), "--quiet"]) == 0
+    assert main(["grpo", "--profile", str(one.path), "--quiet"]) == 0
+    out = runs / "one" / "grpo"
+    prompts = (out / "prompts.jsonl").read_text()
+    raw = yaml.safe_load(one.path.read_text())
+    raw["name"], raw["training"] = "two", {**raw.get("training", {}), "processes": 2}
+    raw["grpo"] = {**raw["grpo"], "per_device_train_batch_size": 4}
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with socket.socket() as s:  # a free port for the process group's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "workings", "grpo", "--profile", str(path), "--adapter", str(runs / "one" / "sft" / "adapter"),
+         "--mix", str(runs / "one" / "mix"), "--out", str(out), "--overwrite", "--quiet"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["profile"] == "two"
+    assert (out / "prompts.jsonl").read_text() == prompts
+    history = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "reward" in h]
+    assert [h["step"] for h in history] == [1, 2]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["grpo", "mix", "sft"]  # no half-written folder left

@@ -213,6 +213,17 @@ def test_gemma3_profile_reuses_the_a100_run_with_its_own_model():
     assert (p.lora, p.training, p.sft, p.quantization) == (a100.lora, a100.training, a100.sft, a100.quantization)
 
 
+def test_the_kaggle_profiles_step_with_the_seed_runs_rows_and_the_a100_grpo_replies():
+    def per_step(profile, args):
+        return args.per_device_train_batch_size * args.gradient_accumulation_steps * profile.training.processes
+
+    a100 = load_profile("a100")
+    for name in ("kaggle-p100", "kaggle-t4x2"):
+        p = load_profile(name)
+        assert per_step(p, p.sft_args()) == per_step(a100, a100.sft_args()) == 32, name
+        assert per_step(p, p.grpo_args()) == per_step(a100, a100.grpo_args()) == 32, name
+
+
 def test_demo_uses_the_same_4bit_path_on_cpu_and_demo_bf16_does_not():
     demo, twin = load_profile("demo"), load_profile("demo-bf16")
     assert demo.quantization.bits == 4 and demo.quantization.quant_type == "nf4" and demo.training.device == "cpu"

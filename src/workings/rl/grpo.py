@@ -33,8 +33,8 @@ from workings.evaluation.generate import SamplingConfig, generate, vllm_availabl
 from workings.files import file_digest
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.runs import (TrainResult, adapter_dtype_on_save, check_environment, checkpoints,
-                                 clear_for_overwrite, divergence_guard, ensure_profile_mix, open_run_folder, save_adapter,
-                                 swap_in)
+                                 clear_for_overwrite, divergence_guard, ensure_profile_mix, open_run_folder, run_processes,
+                                 save_adapter, swap_in)
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,24 @@ def default_sft_adapter(profile: Profile) -> Path:
     return Path(profile.reinforcement.adapter) if profile.reinforcement.adapter else run_dir(profile) / "sft" / "adapter"
 
 
+def choose_prompts(profile: Profile, model: Any, tokenizer: Any, train_rows: Any, args: Any,
+                   progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The candidates (:func:`candidate_prompts`) the SFT model solves sometimes but not always, and
+    the report of what was dropped; every candidate when ``reinforcement.difficulty_samples`` is 0."""
+    settings = profile.reinforcement
+    candidates = candidate_prompts(profile, train_rows, tokenizer)
+    if not settings.difficulty_samples:
+        return candidates, {"candidates": len(candidates), "samples": 0, "kept": len(candidates)}
+    sampling = SamplingConfig(max_new_tokens=args.max_completion_length, temperature=args.temperature,
+                              top_p=args.top_p, seed=args.seed, batch_size=profile.evaluation.batch_size)
+    start = time.perf_counter()
+    model.eval()
+    passes = pass_counts(model, tokenizer, candidates, settings.difficulty_samples, sampling, progress)
+    selection, report = select_by_difficulty(candidates, passes, settings.difficulty_samples)
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    return selection, report
+
+
 def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapter: str | Path, *,
                        selection: list[dict[str, Any]] | None = None, progress: bool = True,
                        callbacks: list[Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -135,6 +153,7 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     """
     import datasets
     import transformers
+    from accelerate.utils import broadcast_object_list
     from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback
     from transformers.integrations import TensorBoardCallback
@@ -148,23 +167,19 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     check_adapter(adapter)
     args = grpo_config(profile, out_dir, progress=progress)
     settings = profile.reinforcement
+    processes = run_processes(profile)
     train_rows, _, _ = load_mix(mix_dir)
     transformers.set_seed(args.seed)
     tokenizer = load_tokenizer(profile.model)
     model = continue_adapter(load_base_model(profile), profile, adapter, bool(args.gradient_checkpointing))
     model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # a reply ends at <end_of_turn>
     if selection is None:
-        candidates = candidate_prompts(profile, train_rows, tokenizer)
-        if settings.difficulty_samples:
-            sampling = SamplingConfig(max_new_tokens=args.max_completion_length, temperature=args.temperature,
-                                      top_p=args.top_p, seed=args.seed, batch_size=profile.evaluation.batch_size)
-            start = time.perf_counter()
-            model.eval()
-            passes = pass_counts(model, tokenizer, candidates, settings.difficulty_samples, sampling, progress)
-            selection, report = select_by_difficulty(candidates, passes, settings.difficulty_samples)
-            report["seconds"] = round(time.perf_counter() - start, 1)
-        else:
-            selection, report = candidates, {"candidates": len(candidates), "samples": 0, "kept": len(candidates)}
+        # The main process chooses and hands its choice to the others, so that every process trains
+        # on the prompts one process alone would have chosen (sampling differs between processes).
+        chosen: list[Any] = [None, None]
+        if processes.is_main_process:
+            chosen = list(choose_prompts(profile, model, tokenizer, train_rows, args, progress))
+        selection, report = broadcast_object_list(chosen) if processes.num_processes > 1 else chosen
     else:
         report = {"candidates": None, "kept": len(selection), "resumed with the saved selection": True}
     if len(selection) * args.num_generations < args.generation_batch_size:
@@ -203,20 +218,24 @@ def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapt
     if folder.finished is not None:
         return folder.finished
     work_dir, resumed_from = folder.work_dir, folder.resumed_from
-    clear_for_overwrite(folder, overwrite)
+    processes = run_processes(profile)
+    if processes.is_main_process:
+        clear_for_overwrite(folder, overwrite)
+    processes.wait_for_everyone()
     saved = work_dir / "prompts.jsonl"
     selection = [json.loads(line) for line in saved.read_text().splitlines()] if resumed_from and saved.is_file() else None
     trainer, prompts = build_grpo_trainer(profile, mix_dir, work_dir, adapter, selection=selection, progress=progress,
                                           callbacks=callbacks)
-    if selection is None:
+    if selection is None and processes.is_main_process:
         write_jsonl(saved, prompts["selection"])
     start = time.perf_counter()
     with renamed_checkpointing_attribute_quiet():  # TRL reads the attribute before every generation
         trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
     seconds = time.perf_counter() - start
     state = trainer.state
-    trainer.save_state()
-    save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype)
+    trainer.save_state()  # trainer_state.json at the top of the run folder (the main process writes it)
+    if processes.is_main_process:
+        save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype)
     rewards = {name: [h[f"rewards/{name}/mean"] for h in state.log_history if f"rewards/{name}/mean" in h]
                for name in profile.reinforcement.rewards}
     summary = {
@@ -238,9 +257,11 @@ def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapt
     from workings.train.sft import peak_memory
 
     summary.update(peak_memory())
-    (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
-    if work_dir != out_dir:
-        swap_in(work_dir, out_dir)
+    if processes.is_main_process:
+        (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
+        if work_dir != out_dir:
+            swap_in(work_dir, out_dir)
+    processes.wait_for_everyone()  # no process returns before the run folder is complete
     return TrainResult(out_dir, out_dir / "adapter", state.global_step, seconds, state.log_history, summary)
 
 

@@ -91,6 +91,18 @@ class TrainResult:
     already_finished: bool = False  # asked to resume a run that had finished: nothing was trained
 
 
+def run_processes(profile: Profile) -> Any:
+    """This process's place among the processes training together (accelerate's ``PartialState``).
+
+    Under ``accelerate launch`` or ``torchrun`` it joins their process group (gloo on the CPU,
+    NCCL on GPUs) so that only the main process writes the run folder's own files, and the
+    others wait for it; alone, it is a group of one.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=profile.training.device == "cpu")
+
+
 def save_adapter(model: Any, tokenizer: Any, out_dir: Path, dtype: str) -> Path:
     """Save the LoRA adapter (weights cast to ``dtype``) and the tokenizer, atomically.
 

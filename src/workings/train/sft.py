@@ -23,7 +23,7 @@ from workings.config.schema import Profile, ProfileError
 from workings.core.chat import END_OF_TURN, tokenizer_adds_bos
 from workings.train.runs import (TrainingDiverged, TrainResult, adapter_dtype_on_save, check_environment, check_loss,
                                  check_mix, checkpoints, clear_for_overwrite, divergence_guard, ensure_profile_mix,
-                                 open_run_folder, save_adapter, swap_in, whole_run_loss)
+                                 open_run_folder, run_processes, save_adapter, swap_in, whole_run_loss)
 
 log = logging.getLogger(__name__)
 
@@ -184,18 +184,6 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
             swap_in(work_dir, out_dir)
     processes.wait_for_everyone()  # no process returns before the run folder is complete
     return TrainResult(out_dir, out_dir / "adapter", state.global_step, seconds, state.log_history, summary)
-
-
-def run_processes(profile: Profile) -> Any:
-    """This process's place among the processes training together (accelerate's ``PartialState``).
-
-    Under ``accelerate launch`` or ``torchrun`` it joins their process group (gloo on the CPU,
-    NCCL on GPUs) so that only the main process writes the run folder's own files, and the
-    others wait for it; alone, it is a group of one.
-    """
-    from accelerate import PartialState
-
-    return PartialState(cpu=profile.training.device == "cpu")
 
 
 def peak_memory() -> dict[str, Any]:
