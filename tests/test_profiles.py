@@ -113,6 +113,10 @@ def with_section(tmp_path, section):
     ("training: {device: tpu}", "training.device"),
     ("quantization: {bits: 3}", "quantization.bits"),
     ("quantization: {quant_type: int4}", "quantization.quant_type"),
+    ("quantization: {quant_storage: float16}", "quantization.quant_storage"),  # the model is bfloat16
+    ("quantization: {bits: 8, quant_storage: float32}", "quantization.quant_storage"),
+    ("training: {device: cpu, fsdp: true}", "training.fsdp"),
+    ("training: {device: cuda, fsdp: true}\nquantization: {bits: 4}", "quantization.quant_storage"),
     ("model: {id: tiny, dtype: float8}", "model.dtype"),
     ("evaluation: {engine: tgi}", "evaluation.engine"),
 ])
@@ -222,6 +226,23 @@ def test_the_kaggle_profiles_step_with_the_seed_runs_rows_and_the_a100_grpo_repl
         p = load_profile(name)
         assert per_step(p, p.sft_args()) == per_step(a100, a100.sft_args()) == 32, name
         assert per_step(p, p.grpo_args()) == per_step(a100, a100.grpo_args()) == 32, name
+
+
+def test_a100_fsdp_is_the_a100_run_sharded_over_two_gpus_with_the_same_rows_per_step():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from workings.config.loading import PROFILE_DIR
+
+    a100, fsdp = load_profile("a100"), load_profile("a100-fsdp")
+    assert (fsdp.training.fsdp, fsdp.training.processes, fsdp.quantization.quant_storage) == (True, 2, fsdp.model.dtype)
+    assert (fsdp.model, fsdp.lora, fsdp.data) == (a100.model, a100.lora, a100.data)
+    one, two = a100.sft_args(), fsdp.sft_args()
+    assert (two.per_device_train_batch_size * two.gradient_accumulation_steps * 2
+            == one.per_device_train_batch_size * one.gradient_accumulation_steps == 32)
+    launch = ClusterConfig.from_yaml_file(str(PROFILE_DIR.parent / "accelerate" / "fsdp-qlora.yaml"))
+    assert (launch.distributed_type.value, launch.num_processes) == ("FSDP", fsdp.training.processes)
+    assert launch.fsdp_config["fsdp_use_orig_params"] is False  # PEFT's guide: the memory saving needs it
+    assert launch.fsdp_config["fsdp_cpu_ram_efficient_loading"] is True
 
 
 def test_demo_uses_the_same_4bit_path_on_cpu_and_demo_bf16_does_not():

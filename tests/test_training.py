@@ -90,6 +90,102 @@ def test_a_run_with_another_number_of_processes_than_the_profile_is_refused(monk
         check_environment(load_profile("kaggle-t4x2"))
 
 
+@pytest.fixture
+def gpu_with_bfloat16(monkeypatch):
+    """This machine as an A100 (compute capability 8.0)."""
+    import torch
+    from trl import SFTConfig  # noqa: F401  imported on the real machine: its import probes CUDA
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+
+
+def test_a_sharding_profile_launched_without_fsdp_is_refused_with_the_launch_command(monkeypatch, gpu_with_bfloat16):
+    from workings.config.loading import load_profile
+
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    with pytest.raises(ProfileError, match=r"a100-fsdp\.yaml: training\.fsdp: the profile shards with FSDP, and this run was "
+                                           r"launched without it; launch it with accelerate launch --config_file "
+                                           r"src/workings/config/accelerate/fsdp-qlora\.yaml"):
+        check_environment(load_profile("a100-fsdp"))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # past that check, the next one: one process of two
+    with pytest.raises(ProfileError, match=r"training\.processes: the profile trains with 2 process\(es\), this run has 1"):
+        check_environment(load_profile("a100-fsdp"))
+
+
+def test_an_fsdp_launch_of_a_profile_that_does_not_shard_is_refused(monkeypatch, tiny_profile):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ProfileError, match=r"test\.yaml: training\.fsdp: the profile does not shard, and this run was "
+                                           r"launched with FSDP"):
+        check_environment(tiny_profile())
+
+
+def test_each_ddp_process_loads_the_base_on_its_own_gpu(monkeypatch):
+    from workings.config.loading import load_profile
+    from workings.models.loading import base_model_kwargs
+
+    profile = load_profile("kaggle-t4x2")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # the second process of accelerate launch or torchrun
+    assert base_model_kwargs(profile)["device_map"] == {"": "cuda:1"}
+
+
+def test_under_fsdp_the_base_loads_without_a_device_and_stores_4bit_weights_in_the_model_dtype(monkeypatch):
+    import torch
+
+    from workings.config.loading import load_profile
+    from workings.models.loading import base_model_kwargs
+
+    profile = load_profile("a100-fsdp")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    kwargs = base_model_kwargs(profile)
+    assert "device_map" not in kwargs  # FSDP places the shards
+    assert kwargs["dtype"] == kwargs["quantization_config"].bnb_4bit_quant_storage == torch.bfloat16
+
+
+def test_fsdp_sharding_divides_the_weights_and_optimizer_state_but_not_the_activations():
+    from workings.config.loading import load_profile
+    from workings.models.cost import estimate_memory, load_model_config
+    from workings.models.loading import model_source
+
+    a100, fsdp = load_profile("a100"), load_profile("a100-fsdp")
+    one, two = (estimate_memory(p, load_model_config(model_source(p.model))) for p in (a100, fsdp))
+    assert two.frozen_weights == one.frozen_weights // 2 and two.optimizer_state == one.optimizer_state // 2
+    assert two.activations == one.activations // 2  # half the rows per micro-batch, not sharding
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available() or __import__("torch").cuda.device_count() < 2,
+                    reason="FSDP shards over GPUs (accelerate turns it on only for GPU process groups): needs two")
+def test_fsdp_over_two_gpus_trains_a_4bit_base_as_ddp_does(tiny_profile, small_mix, tmp_path):
+    """The tiny model, 4-bit with bfloat16 storage, 4 steps under the FSDP config and under DDP:
+    the same losses (tolerance 1e-2 relative: bfloat16 sums in another order) and an adapter each."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from workings.config.loading import PROFILE_DIR
+
+    runs = {}
+    for name, fsdp in (("ddp", False), ("fsdp", True)):
+        profile = tiny_profile({"data": SMALL_DATA, "model": {"dtype": "bfloat16"},
+                                "training": {"eval_rows": 4, "device": "cuda", "processes": 2, "fsdp": fsdp},
+                                "quantization": {"compute_dtype": "bfloat16", "quant_storage": "bfloat16"},
+                                "sft": {**SHORT_RUN, "max_steps": 4, "save_steps": 4, "eval_steps": 4,
+                                        "per_device_train_batch_size": 2, "bf16": True}}, name=name)
+        launch = ["--config_file", str(PROFILE_DIR.parent / "accelerate" / "fsdp-qlora.yaml")] if fsdp else ["--num_processes", "2"]
+        done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *launch, "-m", "workings", "train",
+                               "--profile", str(profile.path), "--mix", str(small_mix), "--out", str(tmp_path / name), "--quiet"],
+                              capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        state = json.loads((tmp_path / name / "trainer_state.json").read_text())
+        runs[name] = [h["loss"] for h in state["log_history"] if "loss" in h]
+        assert (tmp_path / name / "adapter" / "adapter_model.safetensors").is_file()
+    assert runs["fsdp"] == pytest.approx(runs["ddp"], rel=1e-2)
+
+
 def test_demo_4bit_profile_passes_the_machine_check_on_cpu(tiny_profile):
     check_environment(tiny_profile())
 

@@ -6,6 +6,8 @@
 - ``WORKINGS_TUNIX_PYTHON``: the Python of the Tunix (JAX) environment (default ``.venv-tunix/bin/python``
   in the project root, which ``make`` creates).
 - ``WORLD_SIZE``: set by ``accelerate launch`` or ``torchrun`` to the number of processes training together.
+- ``LOCAL_RANK``: set by them to this process's place on its machine, which is the GPU it trains on.
+- ``ACCELERATE_USE_FSDP``: set by ``accelerate launch`` when its config file asks for FSDP.
 """
 
 from __future__ import annotations
@@ -52,3 +54,13 @@ def cache_dir() -> Path:
 def world_size() -> int:
     """How many processes train together (``$WORLD_SIZE`` from ``accelerate launch``/``torchrun``; else 1)."""
     return int(os.environ.get("WORLD_SIZE") or 1)
+
+
+def local_rank() -> int:
+    """This process's place among those on its machine (``$LOCAL_RANK``; 0 when launched alone)."""
+    return int(os.environ.get("LOCAL_RANK") or 0)
+
+
+def fsdp_launch() -> bool:
+    """Whether ``accelerate launch`` asked for FSDP (``$ACCELERATE_USE_FSDP``, from its config file)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")

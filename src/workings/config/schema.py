@@ -170,11 +170,17 @@ class QuantizationConfig:
     quant_type: str = "nf4"
     double_quant: bool = True
     compute_dtype: str = "bfloat16"
+    # The dtype the packed 4-bit weights are stored in (bitsandbytes' bnb_4bit_quant_storage; uint8
+    # when null). FSDP shards only floating-point tensors of one dtype: set it to model.dtype to shard.
+    quant_storage: str | None = None
 
     def validate(self, key: str) -> None:
         _check(self.bits in (4, 8), f"{key}.bits", f"must be 4 or 8, got {self.bits}")
         _check(self.quant_type in ("nf4", "fp4"), f"{key}.quant_type", f"must be nf4 or fp4, got {self.quant_type!r}")
         _check(self.compute_dtype in DTYPES, f"{key}.compute_dtype", f"must be one of {', '.join(DTYPES)}")
+        _check(self.quant_storage is None or self.quant_storage in DTYPES, f"{key}.quant_storage",
+               f"must be null or one of {', '.join(DTYPES)}, got {self.quant_storage!r}")
+        _check(self.quant_storage is None or self.bits == 4, f"{key}.quant_storage", "applies to 4-bit weights only")
 
 
 @dataclass
@@ -214,9 +220,14 @@ class TrainingConfig:
     # per_device_train_batch_size x gradient_accumulation_steps x processes, so a run with another
     # number of processes is refused rather than trained with another batch.
     processes: int = 1
+    # Shard the base, the adapter and the optimizer state over the processes with FSDP (for a model
+    # that does not fit one GPU); launched with accelerate's config/accelerate/fsdp-qlora.yaml.
+    fsdp: bool = False
 
     def validate(self, key: str) -> None:
         _check(self.device in ("cuda", "cpu"), f"{key}.device", f"must be cuda or cpu, got {self.device!r}")
+        _check(not self.fsdp or self.device == "cuda", f"{key}.fsdp",
+               "FSDP shards over GPUs (accelerate turns it on only for GPU process groups); the device is cpu")
         _check(self.gpu_memory_gib is None or self.gpu_memory_gib > 0, f"{key}.gpu_memory_gib", "must be positive or null")
         _check(self.processes >= 1, f"{key}.processes", f"must be at least 1, got {self.processes}")
         _check((self.gpu is None) == (self.gpu_memory_gib is None), f"{key}.gpu",
@@ -317,6 +328,13 @@ class Profile:
         self.data.validate("data")
         if self.quantization is not None:
             self.quantization.validate("quantization")
+            storage = self.quantization.quant_storage
+            _check(storage is None or storage == self.model.dtype, "quantization.quant_storage",
+                   f"{storage} differs from model.dtype ({self.model.dtype}); FSDP shards the base only when both agree")
+            if self.training.fsdp:
+                _check(self.quantization.bits == 4, "quantization.bits", "FSDP does not shard 8-bit weights; use 4 bits")
+                _check(storage is not None, "quantization.quant_storage",
+                       f"training.fsdp shards only floating-point weights: set it to model.dtype ({self.model.dtype})")
         self.lora.validate("lora")
         self.training.validate("training")
         self.evaluation.validate("evaluation")

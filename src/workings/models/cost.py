@@ -122,7 +122,9 @@ class MemoryEstimate:
     matrix of one layer (flex and flash attention do not); the logits in float32 (three
     copies: logits, softcapped logits, log-softmax; none with Liger's fused linear
     cross-entropy). CUDA context, allocator fragmentation and kernels' workspaces are not
-    counted. Per process: DDP gives each GPU the whole model and its own micro-batch.
+    counted. Per process: DDP gives each GPU the whole model and its own micro-batch; FSDP
+    (``training.fsdp``) gives it a 1/processes share of the weights, gradients and optimizer
+    state (the one layer it gathers at a time is not counted).
     """
 
     profile: str
@@ -193,12 +195,14 @@ def estimate_memory(profile: Profile, config: Any) -> MemoryEstimate:
     # Liger's fused linear cross-entropy computes the loss in chunks and never holds the logits.
     logits = 0 if t.use_liger_kernel else 3 * tokens * c.vocab_size * 4
     optimizer_bytes = 2 if "8bit" in optimizer_name(t) else 8  # two Adam moments per LoRA weight
+    # FSDP's full sharding leaves each GPU its share of the weights, gradients and optimizer state.
+    shards = profile.training.processes if profile.training.fsdp else 1
     return MemoryEstimate(
         profile=profile.name,
-        frozen_weights=int(frozen),
-        lora_weights=4 * lora,
-        gradients=4 * lora,
-        optimizer_state=optimizer_bytes * lora,
+        frozen_weights=int(frozen / shards),
+        lora_weights=4 * lora // shards,
+        gradients=4 * lora // shards,
+        optimizer_state=optimizer_bytes * lora // shards,
         activations=int(activations),
         logits=logits,
     )

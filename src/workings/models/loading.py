@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from workings.config.environment import fsdp_launch, local_rank
 from workings.config.schema import ModelConfig, Profile
 
 TINY = "tiny"  # the model id of the project's own tiny Gemma (:mod:`workings.models.tiny`)
@@ -143,26 +144,37 @@ def check_adapter(adapter: str | Path) -> Path:
 
 
 def device_of(profile: Profile) -> str:
-    return "cuda:0" if profile.training.device == "cuda" else "cpu"
+    """The device this process trains on: under DDP each process its own GPU (``$LOCAL_RANK``)."""
+    return f"cuda:{local_rank()}" if profile.training.device == "cuda" else "cpu"
 
 
-def load_base_model(profile: Profile) -> Any:
-    """The frozen base in ``model.dtype``, quantized by bitsandbytes when the profile has a quantization section."""
-    from transformers import AutoModelForCausalLM
-
-    from workings.models.qlora import bnb_config, keep_4bit_weights_plain, torch_dtype
+def base_model_kwargs(profile: Profile) -> dict[str, Any]:
+    """``from_pretrained``'s arguments for the profile's base: its dtype, attention and quantization,
+    on this process's device; under an FSDP launch no device, since FSDP places the shards."""
+    from workings.models.qlora import bnb_config, torch_dtype
 
     model = profile.model
     kwargs: dict[str, Any] = {
         "revision": model.revision,
         "dtype": torch_dtype(model.dtype),
         "attn_implementation": model.attn_implementation,
-        "device_map": {"": device_of(profile)},
     }
+    if not fsdp_launch():
+        kwargs["device_map"] = {"": device_of(profile)}
     if profile.quantization is not None:
         kwargs["quantization_config"] = bnb_config(profile.quantization)
+    return kwargs
+
+
+def load_base_model(profile: Profile) -> Any:
+    """The frozen base in ``model.dtype``, quantized by bitsandbytes when the profile has a quantization section."""
+    from transformers import AutoModelForCausalLM
+
+    from workings.models.qlora import keep_4bit_weights_plain
+
+    model = profile.model
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(model_source(model), **kwargs)
+        loaded = AutoModelForCausalLM.from_pretrained(model_source(model), **base_model_kwargs(profile))
     except OSError as err:
         raise _hub_error(model, "weights", err) from err
     if profile.quantization is not None:

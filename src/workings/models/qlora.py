@@ -29,6 +29,7 @@ def bnb_config(quantization: QuantizationConfig) -> Any:
         bnb_4bit_quant_type=quantization.quant_type,
         bnb_4bit_use_double_quant=quantization.double_quant,
         bnb_4bit_compute_dtype=torch_dtype(quantization.compute_dtype),
+        **({"bnb_4bit_quant_storage": torch_dtype(quantization.quant_storage)} if quantization.quant_storage else {}),
     )
 
 

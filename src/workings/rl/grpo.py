@@ -32,7 +32,7 @@ from workings.core.rewards import correctness, reward_functions
 from workings.evaluation.generate import SamplingConfig, generate, vllm_available
 from workings.files import file_digest
 from workings.models.loading import renamed_checkpointing_attribute_quiet
-from workings.train.runs import (TrainResult, adapter_dtype_on_save, check_environment, checkpoints,
+from workings.train.runs import (TrainResult, adapter_dtype_on_save, adapter_state, check_environment, checkpoints,
                                  clear_for_overwrite, divergence_guard, ensure_profile_mix, open_run_folder, run_processes,
                                  save_adapter, swap_in)
 
@@ -234,8 +234,9 @@ def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapt
     seconds = time.perf_counter() - start
     state = trainer.state
     trainer.save_state()  # trainer_state.json at the top of the run folder (the main process writes it)
+    weights = adapter_state(trainer)  # every process: under FSDP this gathers the shards
     if processes.is_main_process:
-        save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype)
+        save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype, weights)
     rewards = {name: [h[f"rewards/{name}/mean"] for h in state.log_history if f"rewards/{name}/mean" in h]
                for name in profile.reinforcement.rewards}
     summary = {

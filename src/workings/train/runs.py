@@ -29,10 +29,16 @@ def _where(profile: Profile) -> str:
 
 def check_environment(profile: Profile) -> None:
     """Fail before any model is loaded when the machine cannot train the profile as written."""
-    from workings.config.environment import world_size
+    from workings.config.environment import fsdp_launch, world_size
     from workings.config.trainer_options import optimizer_name
     from workings.models.loading import check_machine
 
+    if fsdp_launch() != profile.training.fsdp:
+        raise ProfileError(
+            f"{_where(profile)}: training.fsdp: the profile " + ("shards with FSDP, and this run was launched without it; "
+            "launch it with accelerate launch --config_file src/workings/config/accelerate/fsdp-qlora.yaml"
+            if profile.training.fsdp else "does not shard, and this run was launched with FSDP; launch it with "
+            "accelerate launch --num_processes N (DDP), or use a profile with training.fsdp: true"))
     check_machine(profile)
     processes = world_size()
     if processes != profile.training.processes:
@@ -103,8 +109,20 @@ def run_processes(profile: Profile) -> Any:
     return PartialState(cpu=profile.training.device == "cpu")
 
 
-def save_adapter(model: Any, tokenizer: Any, out_dir: Path, dtype: str) -> Path:
-    """Save the LoRA adapter (weights cast to ``dtype``) and the tokenizer, atomically.
+def adapter_state(trainer: Any) -> dict[str, Any]:
+    """The LoRA weights of a trainer's model. Under FSDP each process holds a shard: every process
+    must call this (it gathers the full weights), and only the main process gets them."""
+    from peft import get_peft_model_state_dict
+
+    if getattr(trainer, "is_fsdp_enabled", False):
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        return get_peft_model_state_dict(trainer.model, state_dict=trainer.accelerator.get_state_dict(trainer.model))
+    return get_peft_model_state_dict(trainer.model)
+
+
+def save_adapter(model: Any, tokenizer: Any, out_dir: Path, dtype: str, state: dict[str, Any] | None = None) -> Path:
+    """Save the LoRA adapter (weights cast to ``dtype``) and the tokenizer, atomically; ``state``
+    gives the weights (:func:`adapter_state`) where the model holds only a shard of them.
 
     The folder loads with ``PeftModel.from_pretrained(base, out_dir)``.
     """
@@ -112,7 +130,8 @@ def save_adapter(model: Any, tokenizer: Any, out_dir: Path, dtype: str) -> Path:
 
     from peft import get_peft_model_state_dict
 
-    state = {k: v.detach().to(getattr(torch, dtype)).contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    state = get_peft_model_state_dict(model) if state is None else state
+    state = {k: v.detach().to(getattr(torch, dtype)).contiguous() for k, v in state.items()}
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, state_dict=state)
@@ -208,6 +227,8 @@ def adapter_dtype_on_save(dtype: str) -> Any:
 
     class AdapterDtype(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if not state.is_world_process_zero:  # the one process that wrote the checkpoint rewrites it
+                return
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             cast_adapter_file(folder / "adapter_model.safetensors", dtype)
             for card in (folder / "README.md", Path(args.output_dir) / "README.md"):  # PEFT's and TRL's

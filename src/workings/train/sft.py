@@ -21,9 +21,9 @@ from typing import Any
 from workings.config.loading import run_dir
 from workings.config.schema import Profile, ProfileError
 from workings.core.chat import END_OF_TURN, tokenizer_adds_bos
-from workings.train.runs import (TrainingDiverged, TrainResult, adapter_dtype_on_save, check_environment, check_loss,
-                                 check_mix, checkpoints, clear_for_overwrite, divergence_guard, ensure_profile_mix,
-                                 open_run_folder, run_processes, save_adapter, swap_in, whole_run_loss)
+from workings.train.runs import (TrainingDiverged, TrainResult, adapter_dtype_on_save, adapter_state, check_environment,
+                                 check_loss, check_mix, checkpoints, clear_for_overwrite, divergence_guard,
+                                 ensure_profile_mix, open_run_folder, run_processes, save_adapter, swap_in, whole_run_loss)
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,9 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
     check_loss("mean training loss", train_loss, state.global_step, vocab_size=len(trainer.processing_class),
                reference=None, factor=profile.training.divergence_factor, out_dir=work_dir)
     trainer.save_state()  # trainer_state.json at the top of the run folder (the main process writes it)
+    weights = adapter_state(trainer)  # every process: under FSDP this gathers the shards
     if processes.is_main_process:
-        save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype)
+        save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype, weights)
     evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
     tokens_before = _tokens_seen(resumed_from)
     summary = {
