@@ -40,7 +40,7 @@ def test_every_command_runs_the_profile_named_by_the_environment(tiny_profile, s
 
 def test_an_unknown_profile_is_one_line_and_exit_1(capsys):
     assert main(["build-mix", "--profile", "nope"]) == 1
-    assert one_line_error(capsys, "build-mix").startswith("nope: no such profile (known: a100, a100-bf16, a100-fast, demo")
+    assert one_line_error(capsys, "build-mix").startswith("nope: no such profile (known: a100, a100-bf16, a100-fast, a100-fsdp, demo")
 
 
 def test_debug_shows_the_traceback_instead(capsys):
