@@ -48,16 +48,21 @@ def test_cuda_profile_on_a_machine_without_cuda_names_training_device(tiny_profi
         check_environment(tiny_profile({"training": {"device": "cuda"}}))
 
 
-@pytest.fixture
-def gpu_without_bfloat16(monkeypatch):
-    """This machine as a Kaggle T4 (compute capability 7.5: float16 tensor cores, no bfloat16)."""
+def pretend_gpu(monkeypatch, name: str, capability: tuple[int, int], bfloat16: bool) -> None:
+    """This machine as one with the GPU ``name``, as torch.cuda reports it to the checks."""
     import torch
     from trl import SFTConfig  # noqa: F401  imported on the real machine: its import probes CUDA
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bfloat16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+
+
+@pytest.fixture
+def gpu_without_bfloat16(monkeypatch):
+    """This machine as a Kaggle T4 (compute capability 7.5: float16 tensor cores, no bfloat16)."""
+    pretend_gpu(monkeypatch, "Tesla T4", (7, 5), bfloat16=False)
 
 
 def test_a_bfloat16_profile_on_a_gpu_without_bfloat16_is_refused_before_loading(gpu_without_bfloat16):
@@ -93,13 +98,7 @@ def test_a_run_with_another_number_of_processes_than_the_profile_is_refused(monk
 @pytest.fixture
 def gpu_with_bfloat16(monkeypatch):
     """This machine as an A100 (compute capability 8.0)."""
-    import torch
-    from trl import SFTConfig  # noqa: F401  imported on the real machine: its import probes CUDA
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    pretend_gpu(monkeypatch, "NVIDIA A100-SXM4-40GB", (8, 0), bfloat16=True)
 
 
 def test_a_sharding_profile_launched_without_fsdp_is_refused_with_the_launch_command(monkeypatch, gpu_with_bfloat16):
