@@ -63,6 +63,19 @@ def test_sampling_is_reproducible_from_its_seed(model, tokenizer):
     assert [g.text for g in a] == [g.text for g in b]
 
 
+def test_the_shares_of_several_processes_are_together_the_replies_of_one(model, tokenizer):
+    sampled = SamplingConfig(max_new_tokens=8, temperature=1.0, top_p=0.9, seed=3, batch_size=1)
+    alone = [g.text for g in generate(model, tokenizer, QUESTIONS, sampled)]
+    first, second = (generate(model, tokenizer, QUESTIONS, sampled, share=(k, 2)) for k in (0, 1))
+    assert [a is None for a in first] == [b is not None for b in second]  # each question asked once
+    assert [(a or b).text for a, b in zip(first, second)] == alone
+
+
+def test_a_share_outside_the_processes_is_refused(model, tokenizer):
+    with pytest.raises(ValueError, match=r"share \(2, 2\): the first number must be one of 0 \.\. 1"):
+        generate(model, tokenizer, QUESTIONS, share=(2, 2))
+
+
 # --- streaming to JSONL and resuming ------------------------------------------------------
 
 from workings.evaluation.generate import Answer, ask, Engine, HFEngine  # noqa: E402

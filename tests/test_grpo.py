@@ -187,37 +187,46 @@ def test_a_comparison_without_a_graded_benchmark_is_refused_before_loading(tiny_
                          "missing-sft", "missing-grpo")
 
 
-def test_two_processes_run_grpo_on_the_prompts_one_process_chooses_and_write_one_run_folder(
-        tiny_profile, small_grpo, runs, tmp_path):
-    """``torchrun`` starts two CPU processes (gloo), each taking half of the single process's 8 replies
-    per step, over the single process's finished run (``--overwrite``). The main process chooses the
-    prompts and hands them over; only it replaces the folder. (Replies are sampled from per-process
-    seeds, so losses are not compared step by step as for SFT.)"""
+def launch_two(*arguments: str):
+    """``workings`` run by ``torchrun`` in two CPU processes (gloo), one thread each."""
     import os
     import socket
     import subprocess
     import sys
 
+    with socket.socket() as s:  # a free port for the process group's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                           "-m", "workings", *arguments], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+
+
+def two_process_profile(profile, path, **grpo):
+    """``profile``'s file for two processes, each taking half of its replies per step."""
     import yaml
 
+    raw = yaml.safe_load(profile.path.read_text())
+    raw["name"], raw["training"] = path.stem, {**raw.get("training", {}), "processes": 2}
+    raw["grpo"] = {**raw["grpo"], "per_device_train_batch_size": raw["grpo"]["per_device_train_batch_size"] // 2, **grpo}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_two_processes_run_grpo_on_the_prompts_one_process_chooses_and_write_one_run_folder(
+        tiny_profile, small_grpo, runs, tmp_path):
+    """Two processes, each taking half of the single process's 8 replies per step, over the single
+    process's finished run (``--overwrite``): the same prompts, and only the main process replaces
+    the folder. (Replies are sampled from per-process seeds, so losses are not compared step by step
+    as for SFT.)"""
     one = tiny_profile(small_grpo, name="one")
     assert main(["train", "--profile", str(one.path), "--quiet"]) == 0
     assert main(["grpo", "--profile", str(one.path), "--quiet"]) == 0
     out = runs / "one" / "grpo"
     prompts = (out / "prompts.jsonl").read_text()
-    raw = yaml.safe_load(one.path.read_text())
-    raw["name"], raw["training"] = "two", {**raw.get("training", {}), "processes": 2}
-    raw["grpo"] = {**raw["grpo"], "per_device_train_batch_size": 4}
-    path = tmp_path / "two.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    with socket.socket() as s:  # a free port for the process group's rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-         "-m", "workings", "grpo", "--profile", str(path), "--adapter", str(runs / "one" / "sft" / "adapter"),
-         "--mix", str(runs / "one" / "mix"), "--out", str(out), "--overwrite", "--quiet"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    path = two_process_profile(one, tmp_path / "two.yaml")
+    done = launch_two("grpo", "--profile", str(path), "--adapter", str(runs / "one" / "sft" / "adapter"),
+                      "--mix", str(runs / "one" / "mix"), "--out", str(out), "--overwrite", "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["profile"] == "two"
     assert (out / "prompts.jsonl").read_text() == prompts
@@ -225,3 +234,18 @@ def test_two_processes_run_grpo_on_the_prompts_one_process_chooses_and_write_one
     assert [h["step"] for h in history] == [1, 2]
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == ["grpo", "mix", "sft"]  # no half-written folder left
+
+
+def test_two_processes_estimate_difficulty_in_shares_and_refuse_as_one_process_does(tiny_profile, small_grpo, runs,
+                                                                                    tmp_path, capsys):
+    settings = {**small_grpo, "reinforcement": {**small_grpo["reinforcement"], "difficulty_samples": 2}}
+    one = tiny_profile(settings, name="hard")
+    assert main(["train", "--profile", str(one.path), "--quiet"]) == 0
+    assert main(["grpo", "--profile", str(one.path), "--quiet"]) == 1
+    alone = capsys.readouterr().err.strip().splitlines()[-1]
+    path = two_process_profile(one, tmp_path / "hard2.yaml")
+    done = launch_two("grpo", "--profile", str(path), "--adapter", str(runs / "hard" / "sft" / "adapter"),
+                      "--mix", str(runs / "hard" / "mix"), "--out", str(tmp_path / "out"), "--quiet")
+    assert done.returncode == 1
+    assert alone.split(": reinforcement: ")[1] in done.stderr  # "0 prompts kept, fewer than one generation batch ..."
+

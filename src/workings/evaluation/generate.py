@@ -160,9 +160,14 @@ def _append(path: Path, records: list[dict[str, Any]]) -> None:
 
 def generate(model: Any, tokenizer: Any, questions: Sequence[str], sampling: SamplingConfig | None = None,
              progress: bool = False, *, out: str | Path | None = None, ids: Sequence[str] | None = None,
-             settings: dict[str, Any] | None = None, layout: str = "project") -> list[Generation]:
+             settings: dict[str, Any] | None = None, layout: str = "project",
+             share: tuple[int, int] = (0, 1)) -> list[Generation | None]:
     """Answer every question (rendered in the prompt ``layout``, :data:`workings.core.chat.PROMPT_LAYOUTS`)
     and return the generations in order.
+
+    ``share`` ``(k, n)`` answers only every n-th batch from the k-th, the share of process k of n;
+    the other questions come back as None. Batches and their seeds are those of the whole run, so
+    the n shares together are the replies one process alone would give.
 
     ``model`` is a loaded Hugging Face model or an :class:`Engine`. With ``out`` each batch is
     appended to that JSONL file as it finishes (``id``, ``question``, ``text``, ``new_tokens``,
@@ -190,12 +195,19 @@ def generate(model: Any, tokenizer: Any, questions: Sequence[str], sampling: Sam
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         done = _read_done(path, stamp)
+    position, processes = share
+    if not 0 <= position < processes:
+        raise ValueError(f"share {share}: the first number must be one of 0 .. {processes - 1}")
+    mine = [batch for index, batch in enumerate(batches) if index % processes == position]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(questions), initial=sum(i in done for i in ids), desc="generating", unit="question")
+        bar = tqdm(total=sum(map(len, mine)), initial=sum(ids[i] in done for b in mine for i in b),
+                   desc="generating", unit="question")
     for index, batch in enumerate(batches):
+        if index % processes != position:
+            continue
         todo = [i for i in batch if ids[i] not in done]
         if not todo:
             continue
@@ -217,7 +229,7 @@ def generate(model: Any, tokenizer: Any, questions: Sequence[str], sampling: Sam
     if bar is not None:
         bar.close()
     return [Generation(prompt=prompts[i], text=done[ids[i]]["text"], new_tokens=done[ids[i]]["new_tokens"],
-                       truncated=done[ids[i]]["truncated"]) for i in range(len(questions))]
+                       truncated=done[ids[i]]["truncated"]) if ids[i] in done else None for i in range(len(questions))]
 
 
 # --- one question -------------------------------------------------------------------------

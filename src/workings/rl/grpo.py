@@ -72,16 +72,18 @@ def candidate_prompts(profile: Profile, train_rows: Any, tokenizer: Any) -> list
 
 
 def pass_counts(model: Any, tokenizer: Any, candidates: Sequence[dict[str, Any]], samples: int,
-                sampling: SamplingConfig, progress: bool = False) -> list[int]:
-    """How many of ``samples`` sampled replies to each candidate earn the correctness reward."""
+                sampling: SamplingConfig, progress: bool = False, share: tuple[int, int] = (0, 1)) -> list[int]:
+    """How many of ``samples`` sampled replies to each candidate earn the correctness reward;
+    with ``share`` only those of this process's share of the batches (:func:`generate`)."""
     counts = [0] * len(candidates)
     for layout in dict.fromkeys(c["layout"] for c in candidates):
         index = [i for i, c in enumerate(candidates) if c["layout"] == layout]
         asked = [(i, k) for i in index for k in range(samples)]
         replies = generate(model, tokenizer, [candidates[i]["question"] for i, _ in asked], sampling, progress,
-                           ids=[f"{candidates[i]['id']}#{k}" for i, k in asked], layout=layout)
-        rewards = correctness([r.text for r in replies], gold=[candidates[i]["gold"] for i, _ in asked])
-        for (i, _), reward in zip(asked, rewards):
+                           ids=[f"{candidates[i]['id']}#{k}" for i, k in asked], layout=layout, share=share)
+        answered = [(i, reply) for (i, _), reply in zip(asked, replies) if reply is not None]
+        rewards = correctness([r.text for _, r in answered], gold=[candidates[i]["gold"] for i, _ in answered])
+        for (i, _), reward in zip(answered, rewards):
             counts[i] += reward == 1.0
     return counts
 
@@ -125,10 +127,16 @@ def default_sft_adapter(profile: Profile) -> Path:
     return Path(profile.reinforcement.adapter) if profile.reinforcement.adapter else run_dir(profile) / "sft" / "adapter"
 
 
-def choose_prompts(profile: Profile, model: Any, tokenizer: Any, train_rows: Any, args: Any,
-                   progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def choose_prompts(profile: Profile, model: Any, tokenizer: Any, train_rows: Any, args: Any, progress: bool,
+                   processes: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The candidates (:func:`candidate_prompts`) the SFT model solves sometimes but not always, and
-    the report of what was dropped; every candidate when ``reinforcement.difficulty_samples`` is 0."""
+    the report of what was dropped; every candidate when ``reinforcement.difficulty_samples`` is 0.
+
+    Several processes (accelerate's ``PartialState``) each sample their share of the batches and
+    add up the counts, so every process keeps the prompts one process alone would keep.
+    """
+    from accelerate.utils import gather_object
+
     settings = profile.reinforcement
     candidates = candidate_prompts(profile, train_rows, tokenizer)
     if not settings.difficulty_samples:
@@ -137,7 +145,11 @@ def choose_prompts(profile: Profile, model: Any, tokenizer: Any, train_rows: Any
                               top_p=args.top_p, seed=args.seed, batch_size=profile.evaluation.batch_size)
     start = time.perf_counter()
     model.eval()
-    passes = pass_counts(model, tokenizer, candidates, settings.difficulty_samples, sampling, progress)
+    share = (processes.process_index, processes.num_processes)
+    passes = pass_counts(model, tokenizer, candidates, settings.difficulty_samples, sampling,
+                         progress and processes.is_main_process, share)
+    if processes.num_processes > 1:
+        passes = [sum(column) for column in zip(*gather_object([passes]), strict=True)]
     selection, report = select_by_difficulty(candidates, passes, settings.difficulty_samples)
     report["seconds"] = round(time.perf_counter() - start, 1)
     return selection, report
@@ -153,7 +165,6 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     """
     import datasets
     import transformers
-    from accelerate.utils import broadcast_object_list
     from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback
     from transformers.integrations import TensorBoardCallback
@@ -174,12 +185,7 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     model = continue_adapter(load_base_model(profile), profile, adapter, bool(args.gradient_checkpointing))
     model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # a reply ends at <end_of_turn>
     if selection is None:
-        # The main process chooses and hands its choice to the others, so that every process trains
-        # on the prompts one process alone would have chosen (sampling differs between processes).
-        chosen: list[Any] = [None, None]
-        if processes.is_main_process:
-            chosen = list(choose_prompts(profile, model, tokenizer, train_rows, args, progress))
-        selection, report = broadcast_object_list(chosen) if processes.num_processes > 1 else chosen
+        selection, report = choose_prompts(profile, model, tokenizer, train_rows, args, progress, processes)
     else:
         report = {"candidates": None, "kept": len(selection), "resumed with the saved selection": True}
     if len(selection) * args.num_generations < args.generation_batch_size:
