@@ -65,6 +65,25 @@ def test_prediction_equals_the_trainable_parameters_of_the_wrapped_model(tiny_pr
         assert any(p.__class__.__name__ == "Params4bit" for p in model.parameters())
 
 
+@pytest.mark.parametrize(("fsdp", "norm_dtype"), [(False, "float32"), (True, "bfloat16")])
+def test_under_fsdp_the_4bit_bases_other_weights_keep_the_storage_dtype(tiny_profile, monkeypatch, fsdp, norm_dtype):
+    """Preparing for k-bit training casts norms and embeddings to float32; FSDP shards a layer only
+    when its weights share one dtype, so under an FSDP launch they stay in the 4-bit storage's."""
+    import torch
+
+    from workings.models.loading import load_base_model
+
+    profile = tiny_profile({"model": {"dtype": "bfloat16"},
+                            "quantization": {"compute_dtype": "bfloat16", "quant_storage": "bfloat16"}})
+    base = load_base_model(profile)
+    if fsdp:
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    model = prepare_for_training(base, profile)
+    norms = {p.dtype for n, p in model.named_parameters() if "norm" in n}
+    assert norms == {getattr(torch, norm_dtype)}
+    assert {p.dtype for p in model.parameters() if p.__class__.__name__ == "Params4bit"} == {torch.bfloat16}
+
+
 def test_predicted_adapter_bytes_equal_the_saved_file(tiny_profile, tmp_path):
     from workings.models.loading import load_base_model
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from workings.config.environment import fsdp_launch
 from workings.config.schema import LoraConfig, Profile, QuantizationConfig
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 
@@ -52,11 +53,13 @@ def prepare_base(model: Any, quantized: bool, checkpointing: bool) -> Any:
 
     ``prepare_model_for_kbit_training`` casts the layer norms and the unquantized
     weights to float32 and, with gradient checkpointing, makes the inputs require grad
-    so gradients reach the adapters through checkpointed layers.
+    so gradients reach the adapters through checkpointed layers. Not under FSDP: it shards
+    a layer's weights only when they share one dtype, the 4-bit storage's (TRL skips the
+    cast for sharded QLoRA too).
     """
     import peft
 
-    if quantized:
+    if quantized and not fsdp_launch():
         return peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
                                                     gradient_checkpointing_kwargs={"use_reentrant": False})
     if checkpointing:
