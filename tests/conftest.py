@@ -70,3 +70,24 @@ def small_run():
                 "learning_rate": 1.0e-3, "warmup_steps": 0.0},
         "evaluation": {"max_new_tokens": 4, "batch_size": 8},
     }
+
+
+@pytest.fixture
+def launch_two():
+    """Run ``workings ARGS`` under ``torchrun`` in two CPU processes (gloo), one thread each, on a
+    free port; returns the finished ``subprocess.CompletedProcess``."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    def launch(*arguments: str):
+        with socket.socket() as s:  # a free port for the process group's rendezvous
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_port", str(port), "-m", "workings", *arguments],
+                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+
+    return launch
+

@@ -187,21 +187,6 @@ def test_a_comparison_without_a_graded_benchmark_is_refused_before_loading(tiny_
                          "missing-sft", "missing-grpo")
 
 
-def launch_two(*arguments: str):
-    """``workings`` run by ``torchrun`` in two CPU processes (gloo), one thread each."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as s:  # a free port for the process group's rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-                           "-m", "workings", *arguments], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
-
-
 def two_process_profile(profile, path, **grpo):
     """``profile``'s file for two processes, each taking half of its replies per step."""
     import yaml
@@ -214,7 +199,7 @@ def two_process_profile(profile, path, **grpo):
 
 
 def test_two_processes_run_grpo_on_the_prompts_one_process_chooses_and_write_one_run_folder(
-        tiny_profile, small_grpo, runs, tmp_path):
+        tiny_profile, small_grpo, runs, tmp_path, launch_two):
     """Two processes, each taking half of the single process's 8 replies per step, over the single
     process's finished run (``--overwrite``): the same prompts, and only the main process replaces
     the folder. (Replies are sampled from per-process seeds, so losses are not compared step by step
@@ -237,7 +222,7 @@ def test_two_processes_run_grpo_on_the_prompts_one_process_chooses_and_write_one
 
 
 def test_two_processes_estimate_difficulty_in_shares_and_refuse_as_one_process_does(tiny_profile, small_grpo, runs,
-                                                                                    tmp_path, capsys):
+                                                                                    tmp_path, capsys, launch_two):
     settings = {**small_grpo, "reinforcement": {**small_grpo["reinforcement"], "difficulty_samples": 2}}
     one = tiny_profile(settings, name="hard")
     assert main(["train", "--profile", str(one.path), "--quiet"]) == 0

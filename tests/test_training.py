@@ -651,15 +651,10 @@ def test_the_run_folder_card_describes_this_run_and_no_generated_card_is_left(ti
 
 # --- several processes ------------------------------------------------------------------------
 
-def test_two_processes_train_as_one_with_the_same_global_batch(tiny_profile, small_mix, tmp_path):
+def test_two_processes_train_as_one_with_the_same_global_batch(tiny_profile, small_mix, tmp_path, launch_two):
     """``torchrun`` starts two CPU processes (gloo); each takes 2 rows per step where the single
     process takes 4. The logged losses agree step by step (tolerance 1e-4 relative: the
     gradients are summed across processes in another order), and one adapter is written."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
     import yaml
 
     one = train(short_profile(tiny_profile, max_steps=4, save_steps=4, eval_steps=4, per_device_train_batch_size=4),
@@ -669,14 +664,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tiny_profile, sma
     raw["training"]["processes"] = 2
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(raw))
-    with socket.socket() as s:  # a free port for the process group's rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-         "-m", "workings", "train", "--profile", str(path), "--mix", str(small_mix), "--out", str(tmp_path / "two"),
-         "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    done = launch_two("train", "--profile", str(path), "--mix", str(small_mix), "--out", str(tmp_path / "two"), "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((tmp_path / "two" / "trainer_state.json").read_text())
     assert state["global_step"] == 4

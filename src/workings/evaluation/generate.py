@@ -198,16 +198,14 @@ def generate(model: Any, tokenizer: Any, questions: Sequence[str], sampling: Sam
     position, processes = share
     if not 0 <= position < processes:
         raise ValueError(f"share {share}: the first number must be one of 0 .. {processes - 1}")
-    mine = [batch for index, batch in enumerate(batches) if index % processes == position]
+    mine = [(index, batch) for index, batch in enumerate(batches) if index % processes == position]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(map(len, mine)), initial=sum(ids[i] in done for b in mine for i in b),
+        bar = tqdm(total=sum(len(b) for _, b in mine), initial=sum(ids[i] in done for _, b in mine for i in b),
                    desc="generating", unit="question")
-    for index, batch in enumerate(batches):
-        if index % processes != position:
-            continue
+    for index, batch in mine:
         todo = [i for i in batch if ids[i] not in done]
         if not todo:
             continue
