@@ -18,13 +18,9 @@ TUNIX_LOCK := requirements-tunix.lock
 TUNIX_STAMP := $(TUNIX_VENV)/.installed-stamp
 
 SHELL := /bin/bash
-# One thread for the tests: their multi-process runs start two workers on the two cores, and two
-# threads each oversubscribe them (measured 40x slower for tiny models on a shared 2-core machine).
+# Two threads on a shared 2-core machine were measured 40x slower for tiny models.
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
-# The book runs one kernel at a time, so it may use both cores: a fresh clone's make book took
-# 785 s with two threads against 904 s with one, measured back to back on the 2-core machine.
-BOOK_THREADS ?= 2
 export TOKENIZERS_PARALLELISM := false
 export WORKINGS_PROFILE ?= demo
 
@@ -51,8 +47,6 @@ $(STAMP): pyproject.toml $(LOCK)
 
 # The build log is kept: any output a chapter writes to standard error is a warning there
 # (nb_output_stderr), and the build fails on it. Then every page is checked in a browser.
-book: export OMP_NUM_THREADS := $(BOOK_THREADS)
-book: export MKL_NUM_THREADS := $(BOOK_THREADS)
 book: environments
 	mkdir -p _build
 	set -o pipefail; $(BIN)/jupyter-book build --all . --builder html 2>&1 | tee _build/book.log
