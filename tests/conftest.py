@@ -90,4 +90,3 @@ def launch_two():
                               capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
 
     return launch
-

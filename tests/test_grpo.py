@@ -233,4 +233,3 @@ def test_two_processes_estimate_difficulty_in_shares_and_refuse_as_one_process_d
                       "--mix", str(runs / "hard" / "mix"), "--out", str(tmp_path / "out"), "--quiet")
     assert done.returncode == 1
     assert alone.split(": reinforcement: ")[1] in done.stderr  # "0 prompts kept, fewer than one generation batch ..."
-
