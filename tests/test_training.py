@@ -358,6 +358,59 @@ def test_check_packing_accepts_eager_attention(random_tiny_dir):
     check_packing(model, "eager", [[2, 10, 11, 12, 13, 14], [2, 20, 21, 22]])
 
 
+def test_forwards_without_a_cache_ask_for_the_main_flex_kernel_and_generation_keeps_torchs_choice(random_tiny_dir):
+    import torch
+    from transformers import AttentionInterface, AutoModelForCausalLM
+    from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward
+
+    from workings.models.loading import MAIN_FLEX_KERNEL, use_main_flex_kernel_without_cache
+
+    asked = []
+
+    def recording(module, query, key, value, attention_mask, **kwargs):  # what reaches the attention function
+        asked.append(kwargs.get("kernel_options"))
+        return eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("recording", recording)
+    model = AutoModelForCausalLM.from_pretrained(random_tiny_dir, attn_implementation="recording").eval()
+    assert use_main_flex_kernel_without_cache(model) == 2  # one per layer
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[2, 10, 11, 12]]), use_cache=False)
+    assert asked == [MAIN_FLEX_KERNEL, MAIN_FLEX_KERNEL]
+    asked.clear()
+    model.generate(torch.tensor([[2, 10, 11, 12]]), max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert asked == [None] * 6  # the prefill and two steps, each through both layers, with a cache
+
+
+def test_a_flex_attention_base_on_the_cpu_is_loaded_without_kernel_options(tiny_profile):
+    from workings.models.loading import load_base_model
+
+    model = load_base_model(tiny_profile({"model": {"attn_implementation": "flex_attention"}}))
+    assert all(not m._forward_pre_hooks for m in model.modules())
+
+
+def test_on_a_gpu_flex_attention_keeps_a_few_short_packed_rows_apart_with_256_wide_heads(tmp_path, tokenizer, tiny_profile):
+    """A packed row under 128 tokens with Gemma 2's head width: torch 2.11 on an H100 failed to compile
+    its decoding kernel for it until the main kernel was asked for."""
+    import torch
+    from transformers import Gemma2ForCausalLM
+
+    from workings.models.loading import load_base_model
+    from workings.models.tiny import MODEL_RECIPE, tiny_config
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU: what it guards against is in torch's CUDA flex attention kernels")
+    recipe = {**MODEL_RECIPE, "architecture": {**MODEL_RECIPE["architecture"], "num_hidden_layers": 2, "head_dim": 256,
+                                                "num_attention_heads": 8, "num_key_value_heads": 4}}
+    torch.manual_seed(0)
+    Gemma2ForCausalLM(tiny_config(recipe, tokenizer)).save_pretrained(tmp_path / "wide")
+    tokenizer.save_pretrained(tmp_path / "wide")
+    profile = tiny_profile({"model": {"id": str(tmp_path / "wide"), "attn_implementation": "flex_attention"},
+                            "training": {"device": "cuda"}})
+    model = load_base_model(profile).eval()
+    assert attention_leak(model, [list(range(3, 3 + n)) for n in (37, 8, 61)], packed=True) < 1e-2
+
+
 def test_padding_free_micro_batches_train_like_the_seeds_padded_ones(tiny_profile, small_mix, tmp_path):
     """The fast profiles' batching (rows laid end to end, 4 per pass) against the seed's (rows padded
     to the longest, 2 per pass, 2 accumulated): the same 4 rows per optimizer step, the same

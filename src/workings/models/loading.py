@@ -179,7 +179,34 @@ def load_base_model(profile: Profile) -> Any:
         raise _hub_error(model, "weights", err) from err
     if profile.quantization is not None:
         keep_4bit_weights_plain(loaded)
+    if model.attn_implementation == "flex_attention" and loaded.device.type == "cuda":
+        use_main_flex_kernel_without_cache(loaded)
     return loaded
+
+
+# torch's compiler serves a flex attention query shorter than 128 tokens with its decoding kernel,
+# which, for the block mask of packed rows and Gemma 2's 256-wide heads, has no variant to offer
+# on an H100 and fails to compile ("NoValidChoicesError"; measured with torch 2.11). A padding-free
+# batch of a few short rows, or the packing check, is such a query. This option takes the main
+# kernel instead, which compiled and ran there; generation (with a cache) worked as it was.
+MAIN_FLEX_KERNEL = {"FORCE_USE_FLEX_ATTENTION": True}
+
+
+def use_main_flex_kernel_without_cache(model: Any) -> int:
+    """Pass ``MAIN_FLEX_KERNEL`` to every attention module's forward that runs without a KV cache
+    (training, evaluation loss, the packing check) and asks for no kernel options itself; the
+    number of attention modules so hooked."""
+
+    def add_kernel_options(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers renamed it in 5.x
+        if cache is None and kwargs.get("kernel_options") is None:
+            kwargs["kernel_options"] = MAIN_FLEX_KERNEL
+        return args, kwargs
+
+    attention = [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "o_proj")]
+    for module in attention:
+        module.register_forward_pre_hook(add_kernel_options, with_kwargs=True)
+    return len(attention)
 
 
 def load_for_inference(profile: Profile, adapter: str | Path | None = None, merged: bool = False) -> Any:
