@@ -96,11 +96,15 @@ def test_predicted_adapter_bytes_equal_the_saved_file(tiny_profile, tmp_path):
     assert (saved["r"], saved["lora_alpha"]) == (profile.lora.r, profile.lora.alpha)
 
 
-def test_memory_estimate_puts_4bit_weights_at_about_a_quarter_of_bf16():
+def test_memory_estimate_puts_4bit_projections_at_about_a_quarter_of_bf16_and_the_prepared_embedding_in_float32():
+    from workings.models.cost import decoder_linear_parameters
+
     config = load_model_config("google/gemma-2-2b-it")
     four, bf16 = estimate_memory(load_profile("a100"), config), estimate_memory(load_profile("a100-bf16"), config)
+    linear = decoder_linear_parameters(config)
+    other = total_parameters(config) - linear  # embedding and norms: float32 after k-bit preparation
     assert bf16.frozen_weights == 2 * total_parameters(config)
-    assert 0.3 < four.frozen_weights / bf16.frozen_weights < 0.45  # 4-bit projections, bf16 embedding
+    assert 0.25 < (four.frozen_weights - 4 * other) / (2 * linear) < 0.27  # NF4 and its double-quantized scales
     assert four.lora_weights == bf16.lora_weights == 4 * 41_533_440
     assert four.optimizer_state == 2 * four.lora_weights
     assert four.total < bf16.total < 40 * 2**30
