@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_speed import random_adapter  # noqa: E402
-from train_speed import random_model_dir, variant_profile  # noqa: E402
+from train_speed import failed_row, print_table, random_model_dir, variant_profile  # noqa: E402
 
 # Changes to the profile (by its own keys), in the order the table lists them.
 VARIANTS: dict[str, dict] = {
@@ -146,9 +146,7 @@ def main() -> None:
         try:
             row = bench(profile, mix_dir, adapter, root / f"run-{index}", args.steps, args.warmup)
         except Exception as err:  # a variant that cannot run here is a row saying why
-            reason = "out of memory" if "out of memory" in str(err).lower() else f"{type(err).__name__}: {str(err)[:80]}"
-            row = {"s/step": None, "failed": reason}
-            print(f"{name} failed: {type(err).__name__}: {err}", flush=True)
+            row = failed_row(name, err, "s/step")
         table.append({"variant": name, **row})
         print(table[-1], flush=True)
         gc.collect()
@@ -159,12 +157,7 @@ def main() -> None:
     print(f"\n{args.profile} grpo settings ({g.get('per_device_train_batch_size')} x {g.get('gradient_accumulation_steps', 1)} "
           f"replies per step, {g.get('num_generations')} per prompt, up to {g.get('max_completion_length')} tokens); "
           f"{'the tiny model' if base.model.id == 'tiny' else 'random weights of ' + base.model.id}; {device}, torch {torch.__version__}")
-    header = list(dict.fromkeys(k for row in table for k in row))
-    widths = [max(len(h), *(len(str(r.get(h, ""))) for r in table)) for h in header]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-    print("| " + " | ".join("-" * w for w in widths) + " |")
-    for r in table:
-        print("| " + " | ".join(str(r.get(h) if r.get(h) is not None else "–").ljust(w) for h, w in zip(header, widths)) + " |")
+    print_table(table)
 
 
 if __name__ == "__main__":

@@ -204,6 +204,27 @@ def bench(profile, lengths_per_step: list[list[int]], warmup: int) -> dict:
     }
 
 
+def failed_row(name: str, err: Exception, first_column: str) -> dict:
+    """The table row of a variant that could not run: the reason in short, the whole error printed."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    print(f"{name} failed: {type(err).__name__}: {err}", flush=True)  # the table keeps the first 80 characters
+    reason = "out of memory" if "out of memory" in str(err).lower() else f"{type(err).__name__}: {str(err)[:80]}"
+    return {first_column: None, "failed": reason}
+
+
+def print_table(table: list[dict]) -> None:
+    """Rows of dicts as one markdown table, "–" where a row has no value."""
+    header = list(dict.fromkeys(k for row in table for k in row))
+    widths = [max(len(h), *(len(str(r.get(h, ""))) for r in table)) for h in header]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("| " + " | ".join("-" * w for w in widths) + " |")
+    for r in table:
+        print("| " + " | ".join(str(r.get(h) if r.get(h) is not None else "–").ljust(w) for h, w in zip(header, widths)) + " |")
+
+
 def main() -> None:
     import torch
 
@@ -237,11 +258,7 @@ def main() -> None:
         try:
             row = bench(profile, per_step, args.warmup)
         except Exception as err:  # a variant that cannot run here is a row saying why
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            reason = "out of memory" if "out of memory" in str(err).lower() else f"{type(err).__name__}: {str(err)[:80]}"
-            row = {"useful tok/s": None, "failed": reason}
-            print(f"{name} failed: {type(err).__name__}: {err}", flush=True)  # the table keeps the first 80 characters
+            row = failed_row(name, err, "useful tok/s")
         table.append({"variant": name, **row})
         print(table[-1], flush=True)  # each row as it comes, so a run cut short still says something
         gc.collect()
@@ -255,12 +272,7 @@ def main() -> None:
     print(f"\n{args.base} shapes, random weights, {rows_per_step} rows per step of "
           f"{'mix' if args.mix else 'log-normal'} lengths (mean {sum(lengths) / len(lengths):.0f} tokens); "
           f"{device}, torch {torch.__version__}")
-    header = list(dict.fromkeys(k for row in table for k in row))
-    widths = [max(len(h), *(len(str(r.get(h, ""))) for r in table)) for h in header]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-    print("| " + " | ".join("-" * w for w in widths) + " |")
-    for r in table:
-        print("| " + " | ".join(str(r.get(h, "") if r.get(h) is not None else "–").ljust(w) for h, w in zip(header, widths)) + " |")
+    print_table(table)
 
 
 if __name__ == "__main__":
