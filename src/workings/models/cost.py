@@ -123,8 +123,8 @@ class MemoryEstimate:
     holds them (see :func:`estimate_memory`; none with Liger's fused linear cross-entropy).
     Under QLoRA without FSDP the embeddings and norms are float32, as k-bit preparation casts
     them. On an H100 with random gemma-2-2b weights the ``a100`` and ``a100-bf16`` estimates came
-    within 5% of the measured peaks (18.7 and 20.4 GiB against 19.5 and 19.6). CUDA context, allocator fragmentation and kernels' workspaces are not
-    counted. Per process: DDP gives each GPU the whole model and its own micro-batch; FSDP
+    within 5% of the measured peaks (18.7 and 20.4 GiB against 19.5 and 19.6). CUDA context,
+    allocator fragmentation and kernels' workspaces are not counted. Per process: DDP gives each GPU the whole model and its own micro-batch; FSDP
     (``training.fsdp``) gives it a 1/processes share of the weights, gradients and optimizer
     state (the one layer it gathers at a time is not counted).
     """
