@@ -145,10 +145,8 @@ def test_under_fsdp_the_base_loads_without_a_device_and_stores_4bit_weights_in_t
 
 def test_fsdp_sharding_divides_the_weights_and_optimizer_state_but_not_the_activations():
     from workings.config.loading import load_profile
-    from workings.models.cost import estimate_memory, load_model_config
+    from workings.models.cost import decoder_linear_parameters, estimate_memory, load_model_config, total_parameters
     from workings.models.loading import model_source
-
-    from workings.models.cost import decoder_linear_parameters, total_parameters
 
     a100, fsdp = load_profile("a100"), load_profile("a100-fsdp")
     config = load_model_config(model_source(a100.model))
