@@ -646,6 +646,46 @@ def test_without_the_guard_a_cpu_that_packs_breaks_the_run(tiny_profile, small_m
         train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False)
 
 
+
+# A fresh interpreter whose bitsandbytes believes the CPU has AVX512-BF16 from its first import on:
+# the capability check is replaced as bitsandbytes.functional loads, before the CPU backend reads it.
+FORCE_AVX512_BF16 = """
+import importlib.abc, importlib.machinery, sys
+
+class ForceAvx512Bf16(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "bitsandbytes.functional":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        load = spec.loader.exec_module
+        def exec_module(module):
+            load(module)
+            module.has_avx512bf16 = lambda: True
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, ForceAvx512Bf16())
+"""
+
+
+def stderr_of(code: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FORCE_AVX512_BF16 + code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_bitsandbytes_warns_at_import_on_a_cpu_with_avx512_bf16():
+    assert "Failed to load CPU gemm_4bit_forward" in stderr_of("import peft")  # PEFT imports bitsandbytes
+
+
+def test_a_chapter_on_a_cpu_with_avx512_bf16_writes_nothing_to_stderr():
+    """The book fails on any standard error output; on such a CPU every chapter that imported PEFT
+    had that warning until the package root quieted it."""
+    assert stderr_of("from workings.report.book import setup_chapter\nsetup_chapter()") == ""
+
 # --- runs never lie or lose work ----------------------------------------------------------
 
 def test_resuming_a_finished_run_leaves_it_unchanged(tiny_profile, small_mix, tmp_path):

@@ -13,4 +13,13 @@ checks this with import-linter):
 - :mod:`workings.cli`: the ``workings`` command.
 """
 
+import logging
+
 __version__ = "0.1.0"
+
+# On a CPU with AVX512-BF16, bitsandbytes logs a warning when it is first imported (TRL imports PEFT,
+# which imports it) that it cannot fetch a packed-layout 4-bit kernel from the Hub. workings keeps
+# 4-bit weights in the plain layout (models.qlora.keep_4bit_weights_plain), so that kernel is never
+# used; the warning would only reach every command's and every chapter's standard error. It is set
+# here, in the package root, because any stage may be the first to import TRL or PEFT.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
