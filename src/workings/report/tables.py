@@ -331,6 +331,17 @@ def selection_table(report: Mapping[str, Any]) -> pd.DataFrame:
     return table.astype(int).rename_axis("layout")
 
 
+
+def never_solved_in_words(report: Mapping[str, Any]) -> str:
+    """How many candidates of each prompt layout the SFT model never solved, for a sentence.
+
+    >>> never_solved_in_words({"by_layout": {"project": {"kept": 60, "never solved": 22, "always solved": 4},
+    ...                                      "seed": {"kept": 33, "never solved": 52, "always solved": 0}}})
+    '22 of 86 asked as project, 52 of 85 asked as seed'
+    """
+    return ", ".join(f"{c['never solved']} of {sum(c.values())} asked as {layout}"
+                     for layout, c in report["by_layout"].items())
+
 def change_in_words(before: float, after: float) -> str:
     """A rate's change for a sentence, in percent.
 
