@@ -646,7 +646,6 @@ def test_without_the_guard_a_cpu_that_packs_breaks_the_run(tiny_profile, small_m
         train(short_profile(tiny_profile), small_mix, tmp_path / "run", progress=False)
 
 
-
 # A fresh interpreter whose bitsandbytes believes the CPU has AVX512-BF16 from its first import on:
 # the capability check is replaced as bitsandbytes.functional loads, before the CPU backend reads it.
 FORCE_AVX512_BF16 = """
@@ -685,6 +684,7 @@ def test_a_chapter_on_a_cpu_with_avx512_bf16_writes_nothing_to_stderr():
     """The book fails on any standard error output; on such a CPU every chapter that imported PEFT
     had that warning until the package root quieted it."""
     assert stderr_of("from workings.report.book import setup_chapter\nsetup_chapter()") == ""
+
 
 # --- runs never lie or lose work ----------------------------------------------------------
 

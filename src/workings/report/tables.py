@@ -331,7 +331,6 @@ def selection_table(report: Mapping[str, Any]) -> pd.DataFrame:
     return table.astype(int).rename_axis("layout")
 
 
-
 def never_solved_in_words(report: Mapping[str, Any]) -> str:
     """How many candidates of each prompt layout the SFT model never solved, for a sentence.
 
@@ -341,6 +340,7 @@ def never_solved_in_words(report: Mapping[str, Any]) -> str:
     """
     return ", ".join(f"{c['never solved']} of {sum(c.values())} asked as {layout}"
                      for layout, c in report["by_layout"].items())
+
 
 def change_in_words(before: float, after: float) -> str:
     """A rate's change for a sentence, in percent.
