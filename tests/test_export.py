@@ -76,10 +76,11 @@ def test_the_card_parses_and_its_metrics_are_the_saved_evaluation(trained, tmp_p
                 for metric in ("accuracy", "strict_format")}
     assert got == expected and len(got) >= 4
     assert card.data.library_name == "peft" and card.data.license == "gemma" and "lora" in card.data.tags
+    assert f'base = AutoModelForCausalLM.from_pretrained("{profile.model.id}")' in card.text
     assert "<start_of_turn>user" in card.text and "| synthetic |" in card.text
 
 
-def test_a_merged_export_gives_the_logits_and_greedy_replies_of_base_plus_adapter(trained, tmp_path):
+def test_a_merged_export_keeps_the_bases_dtype_and_answers_as_base_plus_adapter(trained, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -91,15 +92,80 @@ def test_a_merged_export_gives_the_logits_and_greedy_replies_of_base_plus_adapte
     out = tmp_path / "merged"
     assert main(["export", "--profile", str(profile.path), "--to", str(out), "--merge", "--quiet"]) == 0
     assert list(out.glob("model*.safetensors")) and not (out / "adapter_config.json").exists()
+    assert json.loads((out / "config.json").read_text())["dtype"] == profile.model.dtype == "float32"
     questions = ["Ava has 7 stickers. She finds 3 more. How many stickers does Ava have now?", "What is 2 + 3?"]
-    # both sides in bfloat16: the merge adds B @ A into the weight, rounding once more than the unmerged sum
-    assert logit_difference(profile, adapter, out, questions) < 0.05
+    # float32 on both sides: the merge adds B @ A into the weight once, where the unmerged model adds two products
+    assert logit_difference(profile, adapter, out, questions) < 1e-4
     tokenizer = load_tokenizer(profile.model)
-    merged = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.bfloat16, attn_implementation="eager").eval()
+    merged = AutoModelForCausalLM.from_pretrained(str(out), dtype="auto", attn_implementation="eager").eval()
+    assert merged.dtype == torch.float32
     unmerged = load_for_inference(merge_profile(profile), adapter)
     sampling = SamplingConfig(max_new_tokens=12, batch_size=1)
     assert [g.text for g in generate(merged, tokenizer, questions, sampling)] == [
         g.text for g in generate(unmerged, tokenizer, questions, sampling)]
+
+
+def test_a_merged_export_in_another_dtype_is_written_only_when_asked_and_says_what_it_costs(trained, tmp_path, capsys):
+    profile, _ = trained
+    out = tmp_path / "merged-bf16"
+    assert main(["export", "--profile", str(profile.path), "--to", str(out), "--merge", "--dtype", "bfloat16"]) == 0
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("cost of --dtype bfloat16: "))
+    assert "merged in bfloat16 instead of the base's float32: logits differ from base + adapter by up to " in line
+    assert line.endswith("of 3 prompts keep their first 16 greedy tokens")
+    assert "(bfloat16)" in (out / "README.md").read_text()
+
+
+def test_an_adapter_export_names_its_base_by_id_not_by_a_path_of_the_training_machine(trained, tmp_path):
+    profile, adapter = trained
+    out = tmp_path / "export"
+    assert main(["export", "--profile", str(profile.path), "--to", str(out), "--quiet"]) == 0
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == profile.model.id
+
+
+def test_export_refuses_a_folder_of_the_users_or_a_file_and_changes_neither(trained, tmp_path, capsys):
+    profile, _ = trained
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    (tmp_path / "model.bin").write_text("mine too")
+    assert main(["export", "--profile", str(profile.path), "--to", str(mine)]) == 1
+    assert f"--to {mine}: the folder holds files workings did not write" in capsys.readouterr().err
+    assert main(["export", "--profile", str(profile.path), "--to", str(tmp_path / "model.bin")]) == 1
+    assert f"--to {tmp_path / 'model.bin'}: is a file, not a folder" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (tmp_path / "model.bin").read_text() == "mine too"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no hidden leftovers beside them
+
+
+def test_an_export_of_the_current_folder_is_refused_in_one_line(trained, tmp_path, capsys, monkeypatch):
+    profile, _ = trained
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--profile", str(profile.path), "--to", "."]) == 1
+    assert capsys.readouterr().err.strip().startswith("workings export: error: --to .: the folder holds files workings")
+
+
+def test_an_export_is_readable_by_the_other_users_of_a_shared_machine(trained, tmp_path):
+    import os
+
+    profile, _ = trained
+    old = os.umask(0o022)
+    try:
+        assert main(["export", "--profile", str(profile.path), "--to", str(tmp_path / "export"), "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [tmp_path / "export", *(tmp_path / "export").iterdir()]}
+    assert modes["export"] == 0o755 and all(mode == 0o644 for name, mode in modes.items() if name != "export"), modes
+
+
+def test_the_tiny_models_card_loads_its_base_from_workings_and_is_not_under_gemmas_terms():
+    from workings.config.loading import load_profile
+    from workings.export.card import licence
+    from workings.models.loading import loading_code
+
+    demo = load_profile("demo")
+    code = loading_code(demo.model, "demo-adapter")
+    assert "from workings.models.tiny import tiny_model_dir" in code and "from_pretrained(tiny_model_dir())" in code
+    assert '"tiny"' not in code and licence(demo) == "apache-2.0" and licence(load_profile("a100")) == "gemma"
 
 
 def test_a_hub_dry_run_lists_the_files_and_sends_nothing_and_never_shows_the_token(trained, tmp_path, capsys, monkeypatch):
@@ -138,7 +204,11 @@ def test_sending_reaches_the_hub_client_and_fails_offline_without_pretending(tra
     monkeypatch.setenv("HF_TOKEN", SECRET)
     assert main(["export", "--profile", str(profile.path), "--to", "hub:me/workings-demo", "--send"]) == 1
     out, err = capsys.readouterr()
-    assert "sent to" not in out and err.startswith("workings export: error: ") and SECRET not in out + err
+    assert "sent to" not in out and SECRET not in out + err
+    staged = profile.path.parent / "runs" / "handin" / "export" / "hub-me--workings-demo"
+    (line,) = err.strip().splitlines()
+    assert line.startswith("workings export: error: could not send to hub:me/workings-demo (huggingface.co: ")
+    assert line.endswith(f"); the export is kept in {staged}: run the same command again to send it")
 
 
 def test_the_kaggle_notebook_answers_like_workings_from_the_export(trained, tmp_path):

@@ -233,3 +233,28 @@ def test_two_processes_estimate_difficulty_in_shares_and_refuse_as_one_process_d
                       "--mix", str(runs / "hard" / "mix"), "--out", str(tmp_path / "out"), "--quiet")
     assert done.returncode == 1
     assert alone.split(": reinforcement: ")[1] in done.stderr  # "0 prompts kept, fewer than one generation batch ..."
+
+
+def test_a_resumed_grpo_run_reports_its_prompts_and_whole_time_as_an_unbroken_one_and_has_a_card(tiny_profile, small_grpo,
+                                                                                               runs):
+    from transformers import TrainerCallback
+
+    from workings.rl.grpo import train_grpo
+
+    class Stop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:  # before step 2's checkpoint is saved
+                raise RuntimeError("killed in step 2")
+
+    profile = tiny_profile(small_grpo, name="resumed")
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    mix, out = runs / "resumed" / "mix", runs / "resumed" / "grpo"
+    with pytest.raises(RuntimeError, match="killed in step 2"):
+        train_grpo(profile, mix, out, progress=False, callbacks=[Stop()])
+    resumed = train_grpo(profile, mix, out, resume=True, progress=False).summary
+    assert resumed["resumed_from"] == "checkpoint-1"
+    assert resumed["prompts"] == {"candidates": 16, "samples": 0, "kept": 16}
+    assert resumed["seconds"] > resumed["seconds_this_session"] > 0
+    card = (out / "README.md").read_text()
+    assert card.startswith("# GRPO run of profile `resumed`") and "16 prompts, all candidates" in card
+    assert f"from the\nSFT adapter `{runs / 'resumed' / 'sft' / 'adapter'}`" in card

@@ -15,12 +15,29 @@ import time
 from pathlib import Path
 
 from workings import __version__
-from workings.config.environment import PROFILE_VARIABLE, profile_name
-from workings.config.loading import load_profile, run_dir
+from workings.config.environment import PROFILE_VARIABLE, profile_from_environment, profile_name
+from workings.config.loading import load_profile, profile_command, run_dir
 
 
 class UsageError(Exception):
     """A flag or argument that cannot be used (exit 2, like argparse's own usage errors)."""
+
+
+def _profile(args: argparse.Namespace):
+    """The profile the command runs: ``--profile``, else ``$WORKINGS_PROFILE`` (named in errors), else demo."""
+    return load_profile(args.profile, named_by=args.profile_from)
+
+
+def again(args: argparse.Namespace, *flags: str) -> str:
+    """The command line that runs ``args``' command again as it was given, plus ``flags``, quoted
+    for a POSIX shell so that it runs as printed (a profile path or folder with spaces included)."""
+    import shlex
+
+    words = ["workings", args.command, "--profile", args.profile]
+    for flag in ("mix", "out", "adapter"):
+        if getattr(args, flag, None):
+            words += [f"--{flag}", getattr(args, flag)]
+    return shlex.join([*words, *flags])
 
 
 def _quiet_libraries() -> None:
@@ -52,8 +69,12 @@ def build_mix_command(args: argparse.Namespace) -> int:
     from workings.data.mix import build_mix, mix_provenance, save_mix
     from workings.models.loading import load_tokenizer
 
-    profile = load_profile(args.profile)
+    from workings.data.mix import is_saved_mix
+    from workings.files import check_replaceable
+
+    profile = _profile(args)
     out = Path(args.out) if args.out else run_dir(profile) / "mix"
+    check_replaceable(out, "--out" if args.out else "", recognise=is_saved_mix)  # before the tokenizer is fetched
     start = time.perf_counter()
     mix = build_mix(profile.data, load_tokenizer(profile.model), progress=not args.quiet, num_proc=args.num_proc)
     save_mix(mix, out, mix_provenance(profile.name, profile.data, profile.model.id))
@@ -66,13 +87,15 @@ def build_mix_command(args: argparse.Namespace) -> int:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from workings.train.runs import check_environment, ensure_profile_mix
+    from workings.files import check_replaceable
+    from workings.train.runs import check_environment, ensure_profile_mix, is_run_folder
     from workings.train.sft import train
 
-    profile = load_profile(args.profile)
+    profile = _profile(args)
     check_environment(profile)  # before the tokenizer is downloaded to build the mix
-    mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet, num_proc=args.num_proc)
     out = Path(args.out) if args.out else run_dir(profile) / "sft"
+    check_replaceable(out, "--out", recognise=is_run_folder)  # before the mix is built
+    mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet, num_proc=args.num_proc)
     result = train(profile, mix_dir, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     s = result.summary
     if result.already_finished:
@@ -80,26 +103,36 @@ def train_command(args: argparse.Namespace) -> int:
               "(--overwrite trains it again)")
         return 0
     eval_loss = "n/a" if s["final_eval_loss"] is None else f"{s['final_eval_loss']:.3f}"
-    resumed = f" (resumed from {s['resumed_from']}: {s['steps_this_session']} steps this time)" if s["resumed_from"] else ""
-    print(f"{result.adapter_dir}: {s['steps']} steps{resumed} in {s['seconds']}s, train loss {s['train_loss']:.3f}, "
+    resumed = (f" (resumed from {s['resumed_from']}: {s['steps_this_session']} steps in {s['seconds_this_session']}s this time)"
+               if s["resumed_from"] else "")
+    print(f"{result.adapter_dir}: {s['steps']} steps{resumed} in {_seconds(s)}, train loss {s['train_loss']:.3f}, "
           f"held-out loss {eval_loss}, {s['tokens_per_second']:,.0f} tokens/s")
     return 0
 
 
+def _seconds(summary: dict) -> str:
+    """A run's time: the whole run's, or this session's where earlier sessions were not timed."""
+    if summary.get("seconds") is not None:
+        return f"{summary['seconds']}s"
+    return f"{summary['seconds_this_session']}s (this session; earlier ones were not timed)"
+
+
 def grpo_command(args: argparse.Namespace) -> int:
+    from workings.files import check_replaceable
     from workings.models.loading import check_adapter
     from workings.rl.grpo import default_sft_adapter, train_grpo
-    from workings.train.runs import check_environment, ensure_profile_mix
+    from workings.train.runs import check_environment, ensure_profile_mix, is_run_folder
 
-    profile = load_profile(args.profile)
+    profile = _profile(args)
     check_environment(profile)
     adapter = Path(args.adapter) if args.adapter else default_sft_adapter(profile)
     if not adapter.is_dir() and not args.adapter:
-        raise UsageError(f"no SFT adapter at {adapter}: train first (workings train --profile {args.profile}), "
+        raise UsageError(f"no SFT adapter at {adapter}: train first ({profile_command(profile, 'train')}), "
                          "or pass --adapter")
     check_adapter(adapter)  # before the mix is built or anything is loaded
-    mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet, num_proc=args.num_proc)
     out = Path(args.out) if args.out else run_dir(profile) / "grpo"
+    check_replaceable(out, "--out", recognise=is_run_folder)
+    mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet, num_proc=args.num_proc)
     result = train_grpo(profile, mix_dir, out, adapter, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     s = result.summary
     if result.already_finished:
@@ -110,14 +143,15 @@ def grpo_command(args: argparse.Namespace) -> int:
     resumed = f" (resumed from {s['resumed_from']})" if s["resumed_from"] else ""
     rewards = ", ".join(f"{name} {s['rewards_first_logged'][name]:.2f} -> {s['rewards_last_logged'][name]:.2f}"
                         for name in s["rewards_last_logged"])
-    print(f"{result.adapter_dir}: {s['steps']} GRPO steps{resumed} in {s['seconds']}s on {prompts['kept']} prompts "
-          f"(of {prompts['candidates']} candidates); rewards, first and last logged: {rewards}")
+    chosen = f" (of {prompts['candidates']} candidates)" if prompts.get("candidates") is not None else ""
+    print(f"{result.adapter_dir}: {s['steps']} GRPO steps{resumed} in {_seconds(s)} on {prompts['kept']} prompts"
+          f"{chosen}; rewards, first and last logged: {rewards}")
     return 0
 
 
 def ask_command(args: argparse.Namespace) -> int:
-    from workings.evaluation.generate import SamplingConfig, ask
-    from workings.models.loading import check_adapter, check_machine, load_for_inference, load_tokenizer
+    from workings.evaluation.generate import PromptTooLong, SamplingConfig, ask, check_prompt_fits
+    from workings.models.loading import check_adapter, check_machine, context_length, load_for_inference, load_tokenizer
 
     if not args.question.strip():
         raise UsageError("the question is empty")
@@ -125,14 +159,20 @@ def ask_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
     if args.temperature < 0:
         raise UsageError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
-    profile = load_profile(args.profile)
+    profile = _profile(args)
     if args.adapter is not None:
         check_adapter(args.adapter)
     check_machine(profile)
     tokenizer = load_tokenizer(profile.model)
+    max_new_tokens = args.max_new_tokens or profile.evaluation.max_new_tokens
+    try:
+        check_prompt_fits(args.question, tokenizer, context_length(profile.model), max_new_tokens,
+                          "--max-new-tokens" if args.max_new_tokens else "evaluation.max_new_tokens")
+    except PromptTooLong as err:
+        raise UsageError(str(err)) from None
     model = load_for_inference(profile, args.adapter)
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens or profile.evaluation.max_new_tokens,
-                              temperature=args.temperature, top_p=profile.evaluation.top_p, seed=args.seed, batch_size=1)
+    sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=args.temperature,
+                              top_p=profile.evaluation.top_p, seed=args.seed, batch_size=1)
     print(ask(args.question, model, tokenizer, sampling).as_text())
     return 0
 
@@ -143,37 +183,48 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from workings.evaluation.predictions import write_predictions
     from workings.evaluation.runs import default_adapter, model_label, run_benchmarks
     from workings.evaluation.scoring import summarise_results
+    from workings.files import check_writable, file_digest
     from workings.models.loading import check_adapter, check_machine
-    from workings.report.tables import markdown_table, results_table
+    from workings.report.tables import markdown_table, results_numbers, results_table
 
-    profile = load_profile(args.profile)
+    profile = _profile(args)
     adapter = Path(args.adapter) if args.adapter else default_adapter(profile)
     if adapter is not None:  # before the base model spends its time on every benchmark
         check_adapter(adapter)
     elif args.tuned_only:
         raise UsageError(f"--tuned-only needs an adapter: pass --adapter, set evaluation.adapter, or train first "
-                         f"(workings train --profile {args.profile})")
+                         f"({profile_command(profile, 'train')})")
     check_machine(profile)
+    out = Path(args.out) if args.out else run_dir(profile) / "eval"
+    check_writable(out, f"--out {out}" if args.out else None)
     mix_dir = run_dir(profile) / "mix"
     heldout = load_mix(mix_dir)[1] if (mix_dir / "report.json").is_file() else None
     benchmarks = profile_benchmarks(profile, heldout)
     models: dict[str, Path | None] = {} if args.tuned_only else {"base": None}
     if adapter is not None:
         models["tuned"] = adapter
-    out = Path(args.out) if args.out else run_dir(profile) / "eval"
-    results = {name: run_benchmarks(profile, benchmarks, path, out_dir=out, progress=not args.quiet)
-               for name, path in models.items()}
     labels = {name: model_label(path) for name, path in models.items()}
-    for name, by_bench in results.items():
+    results = {labels[name]: run_benchmarks(profile, benchmarks, path, out_dir=out, progress=not args.quiet)
+               for name, path in models.items()}
+    for label, by_bench in results.items():
         for bench, scored in by_bench.items():
-            write_predictions(out / "predictions" / labels[name] / f"{bench.replace(':', '_')}.jsonl", scored)
-    table = results_table(summarise_results(results))
-    table.to_csv(out / "results.csv")
-    (out / "results.md").write_text(markdown_table(table) + "\n")
+            write_predictions(out / "predictions" / label / f"{bench.replace(':', '_')}.jsonl", scored)
+    summaries = summarise_results(results)
+    # one pair of files per model evaluated, named after it, so evaluating another adapter keeps these
+    stem = out / f"results-{labels.get('tuned', 'base')}"
+    results_numbers(summaries).to_csv(stem.with_suffix(".csv"), index=False)
+    answered_by = [f"- `base`: {profile.model.id}" + (f" at revision {profile.model.revision}" if profile.model.revision else "")]
+    if adapter is not None:
+        answered_by.append(f"- `{labels['tuned']}`: the adapter {adapter} (weights sha256 "
+                           f"{file_digest(adapter / 'adapter_model.safetensors')}) on that base")
+    table = results_table(summaries)
+    stem.with_suffix(".md").write_text(f"# Results of profile `{profile.name}`\n\n" + "\n".join(answered_by) +
+                                       "\n\nGreedy replies; rates in percent with Wilson 95% intervals.\n\n" +
+                                       markdown_table(table) + "\n")
     print(table.to_string())
     for name, path in models.items():
-        print(f"{name}: {path or profile.model.id} -> predictions in {out / 'predictions' / labels[name]}")
-    print(f"table: {out / 'results.csv'}, {out / 'results.md'}")
+        print(f"{labels[name]}: {path or profile.model.id} -> predictions in {out / 'predictions' / labels[name]}")
+    print(f"table: {stem.with_suffix('.csv')}, {stem.with_suffix('.md')}")
     return 0
 
 
@@ -181,11 +232,13 @@ def export_command(args: argparse.Namespace) -> int:
     from workings.export.run import export
     from workings.evaluation.runs import default_adapter
 
-    profile = load_profile(args.profile)
+    profile = _profile(args)
     adapter = Path(args.adapter) if args.adapter else default_adapter(profile)
     if adapter is None:
-        raise UsageError(f"no adapter: pass --adapter or train first (workings train --profile {args.profile})")
-    result = export(profile, adapter, args.to, merge=args.merge, send_it=args.send)
+        raise UsageError(f"no adapter: pass --adapter or train first ({profile_command(profile, 'train')})")
+    result = export(profile, adapter, args.to, merge=args.merge, send_it=args.send, dtype=args.dtype)
+    if result.cost is not None:
+        print(f"cost of --dtype {args.dtype}: {result.cost}")
     print(f"{'merged model' if args.merge else 'adapter'} of {adapter} exported to {result.folder}:")
     for name, size in result.files:
         print(f"  {size:>14,}  {name}")
@@ -228,15 +281,14 @@ def _kept_after_interrupt(args: argparse.Namespace) -> str:
     if args.command in ("train", "grpo"):
         from workings.train.runs import checkpoints, staging_dir
 
-        profile = load_profile(args.profile)
+        profile = _profile(args)
         out = Path(args.out) if args.out else run_dir(profile) / ("sft" if args.command == "train" else "grpo")
         if args.overwrite and staging_dir(out).is_dir():
             return f"the earlier run in {out} is unchanged; the new run's checkpoints are in {staging_dir(out)}"
         saved = checkpoints(out)
         if not saved:
             return f"no checkpoint was saved yet in {out}; run the same command to start again"
-        return (f"checkpoints are kept in {out} (newest {saved[-1].name}); continue with: "
-                f"workings {args.command} --profile {args.profile} --resume")
+        return f"checkpoints are kept in {out} (newest {saved[-1].name}); continue with: {again(args, '--resume')}"
     if args.command == "evaluate":
         return "the replies generated so far are kept under the eval folder; run the same command to continue"
     if args.command == "build-mix":
@@ -249,14 +301,16 @@ def _message(err: BaseException) -> str:
     from workings.config.schema import ProfileError
     from workings.data.example import DataUnavailable
     from workings.export.destinations import ExportError
-    from workings.train.runs import NothingToResume, RunExists, TrainingDiverged
+    from workings.files import Damaged
+    from workings.models.loading import ModelUnavailable
+    from workings.train.runs import NothingToResume, RunExists, RunLocked, TrainingDiverged
 
     if isinstance(err, RunExists):
         return f"{err.out_dir} already holds {err.what}: add --resume to continue it or --overwrite to train again"
     if isinstance(err, NothingToResume):
         return f"{err.out_dir}: no checkpoint to resume from; run without --resume to start"
     if isinstance(err, (ProfileError, DataUnavailable, TrainingDiverged, FileNotFoundError, FileExistsError, UsageError,
-                        ExportError)):
+                        ExportError, PermissionError, RunLocked, ModelUnavailable, Damaged)):
         return str(err)
     return f"{type(err).__name__}: {err} (--debug shows where)"
 
@@ -330,7 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     hand_in.add_argument("--adapter", default=None, help="adapter folder (default: evaluation.adapter, else runs/<profile>/sft/adapter)")
     hand_in.add_argument("--to", required=True,
                          help="a folder, hub:<user>/<repo>, or kaggle:<owner>/<model>/<framework>/<variation>")
-    hand_in.add_argument("--merge", action="store_true", help="merge the adapter into the base (bfloat16) instead")
+    hand_in.add_argument("--merge", action="store_true",
+                         help="merge the adapter into the base instead, in the base's model.dtype unless --dtype says")
+    hand_in.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                         help="the merged weights' dtype, when another than the base's; prints what it changes")
     sending = hand_in.add_mutually_exclusive_group()
     sending.add_argument("--dry-run", action="store_true", help="list what would be sent (the default)")
     sending.add_argument("--send", action="store_true", help="upload to the Hub or Kaggle")
@@ -371,6 +428,7 @@ def _configure_logging(quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.quiet)
+    args.profile_from = PROFILE_VARIABLE if args.profile is None and profile_from_environment() else None
     args.profile = args.profile or profile_name()
     try:
         if args.quiet:
@@ -381,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             kept = _kept_after_interrupt(args)
         except Exception:  # the profile itself may be what was being fixed
             kept = "see the output folder for what was written"
-        print(f"workings {args.command}: interrupted; {kept}", file=sys.stderr)
+        # a progress bar may have been cut off mid-line: the message starts a line of its own
+        print(f"{'' if args.quiet else chr(10)}workings {args.command}: interrupted; {kept}", file=sys.stderr)
         return 130
     except Exception as err:  # every failure becomes one line, unless --debug asks for the traceback
         if args.debug:

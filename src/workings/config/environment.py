@@ -25,6 +25,11 @@ def profile_name() -> str:
     return os.environ.get(PROFILE_VARIABLE) or DEFAULT_PROFILE
 
 
+def profile_from_environment() -> bool:
+    """Whether ``$WORKINGS_PROFILE`` names the profile (so that an error about it can name the variable)."""
+    return bool(os.environ.get(PROFILE_VARIABLE))
+
+
 def project_root() -> Path:
     """The nearest folder up from the working directory holding ``_toc.yml`` (else the working
     directory), so chapters (executed from ``book/``) and the command line agree."""

@@ -73,8 +73,13 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as err:  # one line: the file, where, and what the parser found
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(part for part in (err.context, err.problem) if part)
+        raise ProfileError(f"{path}{where}: not valid YAML ({what})") from None
     except yaml.YAMLError as err:
-        raise ProfileError(f"{path}: not valid YAML ({err})") from None
+        raise ProfileError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: expected a mapping at the top, got {type(raw).__name__}")
     for section in ("sources", "eval_sets"):  # relative paths are relative to the file that names them
@@ -98,12 +103,12 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _resolve(name_or_path: str | Path, seen: tuple[Path, ...] = ()) -> tuple[Path, dict[str, Any]]:
+def _resolve(name_or_path: str | Path, seen: tuple[Path, ...] = (), named_by: str | None = None) -> tuple[Path, dict[str, Any]]:
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = PROFILE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        named_by = f"{seen[-1]}: extends: " if seen else ""
+        named_by = f"{seen[-1]}: extends: " if seen else f"{named_by}=" if named_by else ""
         raise ProfileError(f"{named_by}{name_or_path}: no such profile (known: {', '.join(profile_names())})")
     if path.resolve() in seen:
         raise ProfileError(f"{path}: extends: profiles extend each other in a cycle")
@@ -121,13 +126,14 @@ def _resolve(name_or_path: str | Path, seen: tuple[Path, ...] = ()) -> tuple[Pat
     return path, _merge(base, raw)
 
 
-def load_profile(name_or_path: str | Path) -> Profile:
-    """Read and validate a profile by name (``demo``) or by path to a YAML file.
+def load_profile(name_or_path: str | Path, named_by: str | None = None) -> Profile:
+    """Read and validate a profile by name (``demo``) or by path to a YAML file; ``named_by`` is the
+    environment variable that named it, if one did, for the error when there is no such profile.
 
     A profile may start from another with ``extends: NAME``: its mappings are merged key
     by key over the other's, and lists replace the other's lists.
     """
-    path, raw = _resolve(name_or_path)
+    path, raw = _resolve(name_or_path, named_by=named_by)
     try:
         profile = _from_dict(Profile, raw, "")
         profile.validate()
@@ -149,6 +155,20 @@ def run_dir(profile: Profile) -> Path:
 
 def active_profile() -> Profile:
     """The profile the book and every command run by default (:func:`workings.config.environment.profile_name`)."""
-    from workings.config.environment import profile_name
+    from workings.config.environment import PROFILE_VARIABLE, profile_from_environment, profile_name
 
-    return load_profile(profile_name())
+    return load_profile(profile_name(), named_by=PROFILE_VARIABLE if profile_from_environment() else None)
+
+
+def profile_option(profile: Profile) -> str:
+    """``--profile`` as a command line must give it to run ``profile`` again: the name of a shipped
+    profile, else the path of its file, quoted for a POSIX shell."""
+    import shlex
+
+    shipped = profile.path is not None and profile.path.resolve() == (PROFILE_DIR / f"{profile.name}.yaml").resolve()
+    return f"--profile {shlex.quote(profile.name if shipped or profile.path is None else str(profile.path))}"
+
+
+def profile_command(profile: Profile, command: str) -> str:
+    """``workings COMMAND --profile ...``: a hint that runs as printed (see :func:`profile_option`)."""
+    return f"workings {command} {profile_option(profile)}"

@@ -48,6 +48,7 @@ class SyntheticSpec:
         from workings.data.synthetic import NUMBER_RANGES
 
         _check(self.n > 0, f"{key}.n", f"must be positive, got {self.n}")
+        _check(self.seed >= 0, f"{key}.seed", f"must be 0 or more, got {self.seed}")
         _check(1 <= self.min_steps <= self.max_steps, f"{key}.min_steps", "need 1 <= min_steps <= max_steps")
         _check(self.numbers in NUMBER_RANGES, f"{key}.numbers",
                f"must be one of {sorted(NUMBER_RANGES)}, got {self.numbers!r}")
@@ -139,6 +140,7 @@ class DataConfig:
         dupes = sorted({n for n in names if names.count(n) > 1})
         _check(not dupes, key, f"source and eval-set names must be unique; repeated: {dupes}")
         _check(self.max_length > 0, f"{key}.max_length", f"must be positive, got {self.max_length}")
+        _check(self.seed >= 0, f"{key}.seed", f"must be 0 or more, got {self.seed}")
         _check(self.max_per_question >= 1, f"{key}.max_per_question", f"must be >= 1, got {self.max_per_question}")
         _check(0 < self.near_duplicate_threshold <= 1, f"{key}.near_duplicate_threshold", "must be in (0, 1]")
         for i, source in enumerate(self.sources):
@@ -223,8 +225,12 @@ class TrainingConfig:
     # Shard the base, the adapter and the optimizer state over the processes with FSDP (for a model
     # that does not fit one GPU); launched with accelerate's config/accelerate/fsdp-qlora.yaml.
     fsdp: bool = False
+    # Threads torch computes with (every command and the book alike); null leaves torch's default.
+    # On a CPU the count is part of what a run produces: sums are added in another order.
+    threads: int | None = None
 
     def validate(self, key: str) -> None:
+        _check(self.threads is None or self.threads >= 1, f"{key}.threads", f"must be at least 1 or null, got {self.threads}")
         _check(self.device in ("cuda", "cpu"), f"{key}.device", f"must be cuda or cpu, got {self.device!r}")
         _check(not self.fsdp or self.device == "cuda", f"{key}.fsdp",
                "FSDP shards over GPUs (accelerate turns it on only for GPU process groups); the device is cpu")
@@ -265,6 +271,7 @@ class EvaluationConfig:
     def validate(self, key: str) -> None:
         _check(self.engine in ENGINES, f"{key}.engine", f"must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         _check(self.max_new_tokens > 0, f"{key}.max_new_tokens", f"must be positive, got {self.max_new_tokens}")
+        _check(self.seed >= 0, f"{key}.seed", f"must be 0 or more, got {self.seed}")
         _check(self.batch_size > 0, f"{key}.batch_size", f"must be positive, got {self.batch_size}")
         _check(self.temperature > 0, f"{key}.temperature", f"must be positive, got {self.temperature}")
         _check(0 < self.top_p <= 1, f"{key}.top_p", f"must be in (0, 1], got {self.top_p}")

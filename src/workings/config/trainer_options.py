@@ -47,10 +47,39 @@ SFT_FIXED: dict[str, Any] = {
     "include_num_input_tokens_seen": "non_padding",
 }
 PLACEHOLDER_OUTPUT = "<run folder>"
-# Options TRL takes as they come but that only make sense above zero (its own checks cover the rest).
+# Counts, rates and lengths that TRL and transformers take as they come (``max_steps: -5`` trained
+# three epochs) but that have a range: each is checked, naming the key. (Their own checks cover the rest.)
 POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
             "learning_rate", "num_train_epochs", "logging_steps", "eval_steps", "save_steps", "max_length",
-            "save_total_limit")
+            "save_total_limit", "max_completion_length", "max_prompt_length", "num_generations", "generation_batch_size",
+            "steps_per_generation", "num_iterations", "temperature", "eval_accumulation_steps", "repetition_penalty")
+NON_NEGATIVE = ("warmup_steps", "weight_decay", "max_grad_norm", "beta", "epsilon", "epsilon_high", "adam_epsilon",
+                "label_smoothing_factor", "dataloader_num_workers", "seed", "data_seed", "top_k", "min_p")
+BELOW_ONE = ("adam_beta1", "adam_beta2")  # in [0, 1)
+UP_TO_ONE = ("top_p",)  # in (0, 1]
+
+
+def range_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the option ``name``, or None.
+
+    >>> range_problem("max_steps", -5)
+    'must be -1 (train num_train_epochs instead) or positive, got -5'
+    >>> range_problem("warmup_steps", 0.05), range_problem("top_p", 0)
+    (None, 'must be in (0, 1], got 0')
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if name == "max_steps":
+        return None if value == -1 or value > 0 else f"must be -1 (train num_train_epochs instead) or positive, got {value}"
+    if name in POSITIVE and value <= 0:
+        return f"must be positive, got {value}"
+    if name in NON_NEGATIVE and value < 0:
+        return f"must be 0 or more, got {value}"
+    if name in BELOW_ONE and not 0 <= value < 1:
+        return f"must be in [0, 1), got {value}"
+    if name in UP_TO_ONE and not 0 < value <= 1:
+        return f"must be in (0, 1], got {value}"
+    return None
 
 
 def _type_name(hint: Any) -> str:
@@ -99,8 +128,9 @@ def check_options(section: str, config_class: type, options: dict[str, Any], set
         if not value_matches(value, hint):
             note = " (YAML reads 2e-4 as text: write 2.0e-4)" if isinstance(value, str) and "e" in value.lower() else ""
             raise ProfileError(f"{key}: expected {_type_name(hint)}, got {type(value).__name__} {value!r}{note}")
-        if name in POSITIVE and value is not None and value <= 0:
-            raise ProfileError(f"{key}: must be positive, got {value}")
+        problem = range_problem(name, value)
+        if problem is not None:
+            raise ProfileError(f"{key}: {problem}")
 
 
 def build_config(section: str, config_class: type, options: dict[str, Any]) -> Any:

@@ -428,10 +428,17 @@ def save_mix(mix: Mix, out_dir: str | Path, extra_report: dict[str, Any] | None 
         (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
     try:
-        return write_folder(out_dir, write)
+        return write_folder(out_dir, write, what="mix", recognise=is_saved_mix)
     finally:
         if bars:
             datasets.enable_progress_bars()
+
+
+def is_saved_mix(folder: Path) -> bool:
+    """Whether ``folder`` is a mix :func:`save_mix` wrote (before mixes were marked as workings' own):
+    ``report.json``, ``train/`` and ``heldout/``, and nothing else."""
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return names == {"report.json", "train", "heldout"}
 
 
 def _features() -> Any:

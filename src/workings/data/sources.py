@@ -7,6 +7,8 @@ documents. A row that cannot be used raises :class:`Unusable` with a short
 
 from __future__ import annotations
 
+import json
+
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -201,6 +203,31 @@ def convert(source: str, row: Mapping[str, Any], keep_domains: tuple[str, ...] =
 # --- Loading -----------------------------------------------------------------------------------
 
 
+def _json_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``.json`` file as the Hub's JSON loader reads them: a list of objects, an
+    object of equally long columns, or (despite the name) one object per line."""
+    if not path.is_file():
+        raise DataUnavailable(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as whole:
+        try:
+            return read_jsonl(path)
+        except ValueError:
+            raise DataUnavailable(f"{path}, line {whole.lineno}, column {whole.colno}: not valid JSON ({whole.msg})") from None
+    if isinstance(value, list) and all(isinstance(row, dict) for row in value):
+        return value
+    if isinstance(value, dict) and value and all(isinstance(c, list) for c in value.values()):
+        lengths = {len(c) for c in value.values()}
+        if len(lengths) == 1:
+            return [dict(zip(value, row)) for row in zip(*value.values())]
+    if isinstance(value, dict):
+        return [value]
+    raise DataUnavailable(f"{path}: expected a list of objects (rows), an object of columns, or one object per line; "
+                          f"got a JSON {type(value).__name__}")
+
+
 def load_rows(
     *,
     hub_id: str | None = None,
@@ -219,14 +246,17 @@ def load_rows(
                 return read_jsonl(path)
             except ValueError as err:
                 raise DataUnavailable(str(err)) from None
-        if path.suffix in (".json", ".parquet"):
-            import datasets
+        if path.suffix == ".json":
+            return _json_rows(path)
+        if path.suffix == ".parquet":
+            if not path.is_file():
+                raise DataUnavailable(f"{path}: no such file")
+            import pyarrow.parquet as pq
 
             try:
-                kind = "json" if path.suffix == ".json" else "parquet"
-                return list(datasets.load_dataset(kind, data_files=str(path), split="train"))
-            except Exception as err:
-                raise DataUnavailable(f"{path}: could not be read as {kind} ({err})") from err
+                return pq.read_table(path).to_pylist()
+            except Exception as err:  # pyarrow raises its own error types for a damaged file
+                raise DataUnavailable(f"{path}: not a readable parquet file ({str(err).splitlines()[0]})") from None
         raise DataUnavailable(f"{path}: unsupported file type (use .jsonl, .json or .parquet)")
     if hub_id is None:
         raise DataUnavailable("a source needs either 'path' or 'hub_id'")

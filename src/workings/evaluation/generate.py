@@ -247,6 +247,26 @@ class Answer:
         return "\n\n".join(lines)
 
 
+class PromptTooLong(ValueError):
+    """A question whose prompt, with the reply it may grow, does not fit the model's context."""
+
+
+def check_prompt_fits(question: str, tokenizer: Any, context: int, max_new_tokens: int,
+                      new_tokens_key: str = "max_new_tokens") -> int:
+    """The prompt's length in tokens; :class:`PromptTooLong` when it and ``max_new_tokens`` more pass
+    ``context`` (past it, positions the model never saw make its reply garbage). ``new_tokens_key``
+    names where ``max_new_tokens`` was set."""
+    tokens = len(tokenizer(render_prompt(question, tokenizer), add_special_tokens=False)["input_ids"])
+    if tokens + max_new_tokens <= context:
+        return tokens
+    if tokens >= context:
+        raise PromptTooLong(f"the question is {len(question):,} characters, {tokens:,} tokens as a prompt: longer than "
+                            f"the model's context of {context:,} tokens; shorten it")
+    raise PromptTooLong(f"the question is {tokens:,} tokens as a prompt, and {new_tokens_key} {max_new_tokens:,} more would "
+                        f"pass the model's context of {context:,} tokens; lower {new_tokens_key} to at most "
+                        f"{context - tokens:,} or shorten the question")
+
+
 def ask(question: str, model: Any, tokenizer: Any, sampling: SamplingConfig | None = None) -> Answer:
     """Ask one question and split the reply into reasoning and answer (greedy by default)."""
     from workings.core.format import parse

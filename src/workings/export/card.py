@@ -14,9 +14,13 @@ from typing import Any
 from workings.config.schema import Profile
 from workings.core.chat import render_prompt
 from workings.core.format import render
-from workings.models.loading import is_tiny
+from workings.models.loading import is_tiny, loading_code
 from workings.report.tables import headline_table, markdown_table, mix_table
 
+GEMMA_TERMS = """
+Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms;
+this model is a derivative of it and is distributed under the same terms.
+"""
 TAGS = ["workings", "reasoning", "chain-of-thought", "gemma", "lora", "trl", "sft"]
 
 
@@ -44,14 +48,22 @@ def eval_results(profile: Profile, summaries: Mapping[tuple[str, str], Mapping[s
     return results
 
 
+def licence(profile: Profile) -> str:
+    """The licence an export carries: Gemma's terms for a Gemma base, the project's own (Apache-2.0)
+    for the tiny model workings builds itself."""
+    return "apache-2.0" if is_tiny(profile.model) else "gemma"
+
+
 def model_card(profile: Profile, *, merged: bool, run: Mapping[str, Any] | None, mix_report: Mapping[str, Any] | None,
-               summaries: Mapping[tuple[str, str], Mapping[str, float]], tokenizer: Any, name: str) -> str:
-    """The README of an export named ``name`` (a repository or folder name)."""
+               summaries: Mapping[tuple[str, str], Mapping[str, float]], tokenizer: Any, name: str,
+               dtype: str | None = None) -> str:
+    """The README of an export named ``name`` (a repository or folder name); ``dtype`` is a merged
+    export's (default the base's ``model.dtype``)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(
         base_model=None if is_tiny(profile.model) else profile.model.id,  # the tiny demo model is not on the Hub
-        library_name="transformers" if merged else "peft", license="gemma", datasets=_dataset_ids(profile) or None,
+        library_name="transformers" if merged else "peft", license=licence(profile), datasets=_dataset_ids(profile) or None,
         tags=TAGS + (["merged"] if merged else ["adapter"]), pipeline_tag="text-generation",
         model_name=name, eval_results=eval_results(profile, summaries) or None)
     question = "Ava has 7 stickers. She finds 3 more. She gives away 2. How many stickers does Ava have now?"
@@ -62,14 +74,12 @@ def model_card(profile: Profile, *, merged: bool, run: Mapping[str, Any] | None,
     mix = markdown_table(mix_table(mix_report)) if mix_report else "The mix report was not found beside the run."
     scores = markdown_table(headline_table(summaries)) if summaries else "Not evaluated."
     steps = f"{run['steps']:,} optimizer steps, mean training loss {run['train_loss']:.4f}" if run else "unknown"
-    load = (f'AutoModelForCausalLM.from_pretrained("{name}")' if merged else
-            f'PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{profile.model.id}"), "{name}")')
     body = f"""
 # {name}
 
 `{profile.model.id}` fine-tuned with workings to show its work: it answers with
 its reasoning first and its final answer second, in tags a program can check. This is
-{'the base with the LoRA adapter merged into its weights (bfloat16)' if merged else 'the LoRA adapter'}
+{f'the base with the LoRA adapter merged into its weights ({dtype or profile.model.dtype})' if merged else 'the LoRA adapter'}
 of the `{profile.name}` profile.
 
 ## Prompt format
@@ -90,10 +100,7 @@ Generation stops at `<end_of_turn>` (see `generation_config.json`).
 ## How to load
 
 ```python
-from transformers import AutoModelForCausalLM, AutoTokenizer{'' if merged else chr(10) + 'from peft import PeftModel'}
-
-model = {load}
-tokenizer = AutoTokenizer.from_pretrained("{name}")
+{loading_code(profile.model, name, merged)}
 ```
 
 ## Training data
@@ -121,5 +128,5 @@ The accuracies above are those of the benchmarks named, at the sizes given; a sm
 interval is wide. The model was trained on arithmetic word problems, competition mathematics and
 medical questions: elsewhere its reasoning is untested. Free-text answers (medical) are not graded.
 It writes its work in English only.
-"""
+{'' if is_tiny(profile.model) else GEMMA_TERMS}"""
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))

@@ -13,7 +13,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from workings.files import MARKER
+
 KAGGLE_FRAMEWORKS = ("transformers", "pytorch", "jax", "flax", "keras", "tensorflow", "other")
+
+
+# The host each destination's client talks to, for messages.
+HOSTS = {"hub": "huggingface.co", "kaggle": "www.kaggle.com"}
 
 
 class ExportError(ValueError):
@@ -122,29 +128,39 @@ def require_credentials(destination: Destination) -> Credentials:
 def upload_plan(folder: str | Path) -> list[tuple[str, int]]:
     """Every file of ``folder`` that would be sent, with its size in bytes, in path order."""
     folder = Path(folder)
-    return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+    return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*")
+                  if p.is_file() and p.name != MARKER)
 
 
-def send(destination: Destination, folder: str | Path, *, message: str) -> str:
+def send(destination: Destination, folder: str | Path, *, message: str, license_name: str = "Gemma") -> str:
     """Upload ``folder`` to the destination (the only call here that reaches the network); returns its address.
 
     The Hub: the repository is created if missing, then the folder is uploaded as one commit.
     Kaggle: ``kagglehub.model_upload`` creates the model and its variation if missing and adds a version.
+    The marker that claims the folder for workings (:data:`workings.files.MARKER`) stays behind. A
+    failure to reach the host is one :class:`ExportError` naming the host and where the export is kept.
     """
     credentials = require_credentials(destination)
-    if destination.kind == "hub":
-        from huggingface_hub import HfApi
+    if destination.kind not in HOSTS:
+        raise ExportError(f"{destination}: a folder destination is written, not sent")
+    try:
+        if destination.kind == "hub":
+            from huggingface_hub import HfApi
 
-        api = HfApi(token=credentials.secret)
-        api.create_repo(destination.name, repo_type="model", exist_ok=True, private=True)
-        api.upload_folder(repo_id=destination.name, folder_path=str(folder), commit_message=message)
-        return f"https://huggingface.co/{destination.name}"
-    if destination.kind == "kaggle":
+            api = HfApi(token=credentials.secret)
+            api.create_repo(destination.name, repo_type="model", exist_ok=True, private=True)
+            api.upload_folder(repo_id=destination.name, folder_path=str(folder), commit_message=message,
+                              ignore_patterns=[MARKER])
+            return f"https://{HOSTS['hub']}/{destination.name}"
         import kagglehub
 
         os.environ.setdefault("KAGGLE_USERNAME", credentials.user or "")
         os.environ.setdefault("KAGGLE_KEY", credentials.secret)
-        kagglehub.model_upload(destination.name, str(folder), license_name="Gemma", version_notes=message)
-        owner, model, framework, variation = destination.name.split("/")
-        return f"https://www.kaggle.com/models/{owner}/{model}/{framework}/{variation}"
-    raise ExportError(f"{destination}: a folder destination is written, not sent")
+        kagglehub.model_upload(destination.name, str(folder), license_name=license_name, version_notes=message,
+                               ignore_patterns=[MARKER])
+    except Exception as err:  # the clients raise their own HTTP and connection errors, each with its own type
+        raise ExportError(f"could not send to {destination} ({HOSTS[destination.kind]}: {type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else 'no message'}); the export is kept in {folder}: "
+                          "run the same command again to send it") from err
+    owner, model, framework, variation = destination.name.split("/")
+    return f"https://{HOSTS['kaggle']}/models/{owner}/{model}/{framework}/{variation}"

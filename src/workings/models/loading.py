@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,22 @@ def renamed_checkpointing_attribute_quiet() -> Iterator[None]:
 
 def is_tiny(model: ModelConfig) -> bool:
     return model.id == TINY
+
+
+def loading_code(model: ModelConfig, folder: str, merged: bool = False) -> str:
+    """Python that loads the adapter (or, ``merged``, the whole model) saved in ``folder``, for cards.
+    The tiny base is not on the Hub: workings builds it, so its adapters load over workings' own copy."""
+    tokenizer = f'tokenizer = AutoTokenizer.from_pretrained("{folder}")'
+    if merged:
+        return (f'from transformers import AutoModelForCausalLM, AutoTokenizer\n\n'
+                f'model = AutoModelForCausalLM.from_pretrained("{folder}")\n{tokenizer}')
+    if is_tiny(model):
+        base = ("from workings.models.tiny import tiny_model_dir  # the project's tiny base, built on first use\n\n"
+                "base = AutoModelForCausalLM.from_pretrained(tiny_model_dir())")
+    else:
+        base = f'\nbase = AutoModelForCausalLM.from_pretrained("{model.id}")'
+    return (f"from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n{base}\n"
+            f'model = PeftModel.from_pretrained(base, "{folder}")\n{tokenizer}')
 
 
 def model_source(model: ModelConfig) -> str:
@@ -53,11 +70,34 @@ def model_build(model: ModelConfig) -> str | None:
     return file_digest(Path(model_source(model)) / "model.safetensors")
 
 
+class ModelUnavailable(OSError):
+    """The profile's model cannot be had: not a local folder, not in the Hub cache, the Hub not reached."""
+
+
 def _hub_error(model: ModelConfig, what: str, err: Exception) -> OSError:
-    return OSError(
-        f"could not load the {what} of {model.id!r} (revision {model.revision!r}): {err}. "
+    revision = f" at revision {model.revision}" if model.revision else ""
+    return ModelUnavailable(
+        f"model.id: could not load the {what} of {model.id}{revision} ({str(err).splitlines()[0] if str(err) else type(err).__name__}). "
         "Gemma models are gated: accept the licence on the Hub and log in, or point model.id at a local copy."
     )
+
+
+def check_hub(model: ModelConfig) -> None:
+    """Fail in seconds, with one line, when ``model.id`` would be downloaded but the Hub cannot be
+    reached: not the tiny model, not a local folder, not in this machine's Hugging Face cache.
+    (Offline mode, ``HF_HUB_OFFLINE=1``, fails at once by itself.)"""
+    if is_tiny(model) or Path(model.id).exists():
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from workings.files import unreachable
+
+    if constants.HF_HUB_OFFLINE or isinstance(try_to_load_from_cache(model.id, "config.json", revision=model.revision), str):
+        return
+    why = unreachable(constants.ENDPOINT)
+    if why is not None:
+        raise ModelUnavailable(f"model.id: {model.id} is not in this machine's Hugging Face cache, and {why}; connect "
+                               "to the network, or set model.id to a local copy of the model")
 
 
 def load_tokenizer(model: ModelConfig) -> Any:
@@ -68,10 +108,24 @@ def load_tokenizer(model: ModelConfig) -> Any:
         return tiny_tokenizer()
     from transformers import AutoTokenizer
 
+    check_hub(model)
     try:
         return AutoTokenizer.from_pretrained(model.id, revision=model.revision)
     except OSError as err:
         raise _hub_error(model, "tokenizer", err) from err
+
+
+def context_length(model: ModelConfig) -> int:
+    """The longest sequence the model takes (its config's ``max_position_embeddings``), read from its
+    config alone, without loading weights."""
+    from transformers import AutoConfig
+
+    check_hub(model)
+    try:
+        config = AutoConfig.from_pretrained(model_source(model), revision=model.revision)
+    except OSError as err:
+        raise _hub_error(model, "config", err) from err
+    return int(config.max_position_embeddings)
 
 
 def check_machine(profile: Profile) -> None:
@@ -140,6 +194,13 @@ def check_adapter(adapter: str | Path) -> Path:
     missing = [name for name in ("adapter_config.json", "adapter_model.safetensors") if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder}: no {' or '.join(missing)}; is this a LoRA adapter folder?")
+    from workings.files import Damaged, check_safetensors
+
+    check_safetensors(folder / "adapter_model.safetensors")
+    try:
+        json.loads((folder / "adapter_config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise Damaged(f"{folder / 'adapter_config.json'}: not valid JSON ({err.msg}, line {err.lineno})") from None
     return folder
 
 
@@ -166,13 +227,25 @@ def base_model_kwargs(profile: Profile) -> dict[str, Any]:
     return kwargs
 
 
+def use_profile_threads(profile: Profile) -> None:
+    """Compute with ``training.threads`` threads (when set): every model a profile loads comes through
+    :func:`load_base_model`, so the command line and the book train and answer with the same count."""
+    import torch
+
+    if profile.training.threads is not None and torch.get_num_threads() != profile.training.threads:
+        torch.set_num_threads(profile.training.threads)
+
+
 def load_base_model(profile: Profile) -> Any:
-    """The frozen base in ``model.dtype``, quantized by bitsandbytes when the profile has a quantization section."""
+    """The frozen base in ``model.dtype``, quantized by bitsandbytes when the profile has a quantization
+    section; torch set to the profile's thread count first (:func:`use_profile_threads`)."""
     from transformers import AutoModelForCausalLM
 
     from workings.models.qlora import keep_4bit_weights_plain
 
+    use_profile_threads(profile)
     model = profile.model
+    check_hub(model)
     try:
         loaded = AutoModelForCausalLM.from_pretrained(model_source(model), **base_model_kwargs(profile))
     except OSError as err:

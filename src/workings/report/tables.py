@@ -162,6 +162,34 @@ def results_table(summaries: Mapping[tuple[str, str], Mapping[str, float]],
     return table.sort_index(level=0, sort_remaining=False)
 
 
+def results_numbers(summaries: Mapping[tuple[str, str], Mapping[str, float]], rates: Sequence[str] = RATES) -> pd.DataFrame:
+    """:func:`results_table` as numbers a program reads (``results.csv``): one row per benchmark and
+    model, each rate in percent with its interval in two columns of its own (empty where a benchmark
+    is not graded), counts and lengths in tokens.
+
+    >>> summary = {"n": 4, "graded": 4, "accuracy": 0.5, "accuracy_lo": 0.15, "accuracy_hi": 0.85, "mean_new_tokens": 9.0}
+    >>> results_numbers({("few", "base"): summary}, rates=("accuracy",)).iloc[0].to_dict()
+    {'benchmark': 'few', 'model': 'base', 'n': 4, 'graded': 4, 'accuracy_pct': 50.0, 'accuracy_ci_low_pct': 15.0, \
+'accuracy_ci_high_pct': 85.0, 'mean_new_tokens': 9.0, 'reasoning_tokens_p50': nan, 'reasoning_tokens_p90': nan}
+    """
+    def percent(value: Any) -> float:
+        return math.nan if value is None or math.isnan(value) else round(100 * value, 2)
+
+    rows = []
+    for (bench, model), summary in summaries.items():
+        row: dict[str, Any] = {"benchmark": bench, "model": model, "n": int(summary["n"]),
+                               "graded": int(summary.get("graded", summary["n"]))}
+        for rate in rates:
+            row[f"{rate}_pct"] = percent(summary.get(rate, math.nan))
+            row[f"{rate}_ci_low_pct"] = percent(summary.get(f"{rate}_lo", math.nan))
+            row[f"{rate}_ci_high_pct"] = percent(summary.get(f"{rate}_hi", math.nan))
+        row["mean_new_tokens"] = round(summary["mean_new_tokens"], 2)
+        for key in ("p50", "p90"):
+            row[f"reasoning_tokens_{key}"] = summary.get(f"reasoning_tokens_{key}", math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def comparison_table(comparisons: Sequence[Any]) -> pd.DataFrame:
     """Per benchmark, ``b`` against ``a`` on the same questions: paired counts, the difference in
     percentage points with its paired-bootstrap 95% interval, and McNemar's exact p-value

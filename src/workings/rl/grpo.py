@@ -21,6 +21,7 @@ import logging
 import random
 import time
 from collections import Counter
+from contextlib import nullcontext
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ from workings.evaluation.generate import SamplingConfig, generate, vllm_availabl
 from workings.files import file_digest
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.runs import (TrainResult, adapter_dtype_on_save, adapter_state, check_environment, checkpoints,
-                                 clear_for_overwrite, divergence_guard, ensure_profile_mix, open_run_folder, run_processes,
-                                 save_adapter, swap_in)
+                                 clear_for_overwrite, divergence_guard, ensure_profile_mix, finished_before,
+                                 keep_adapter_dtypes_on_resume, open_run_folder, peak_memory, run_clock, run_lock,
+                                 run_processes, save_adapter, start_run_folder, swap_in, torch_threads)
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +189,12 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     if selection is None:
         selection, report = choose_prompts(profile, model, tokenizer, train_rows, args, progress, processes)
     else:
-        report = {"candidates": None, "kept": len(selection), "resumed with the saved selection": True}
+        report = {"kept": len(selection)}  # the first session's report is read back from prompts.json
     if len(selection) * args.num_generations < args.generation_batch_size:
         raise ProfileError(f"{profile.path or profile.name}: reinforcement: {len(selection)} prompts kept, fewer than one "
                            f"generation batch ({args.generation_batch_size // args.num_generations} prompts); "
                            "raise reinforcement.candidates")
-    log.info("GRPO prompts: %d kept of %s candidates", len(selection), report["candidates"])
+    log.info("GRPO prompts: %d kept of %s candidates", len(selection), report.get("candidates", "the saved selection's"))
     rewards = reward_functions(settings.rewards, max_completion_length=args.max_completion_length,
                                overlong_buffer=settings.overlong_buffer)
     columns = ("id", "layout", "question", "gold", "prompt")
@@ -205,7 +207,10 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     adapter_weights_to_float32(trainer.model)  # TRL cast them to bfloat16 over a quantized base
     if not progress:
         trainer.remove_callback(PrinterCallback)
-    return trainer, {"report": report, "selection": selection}
+    return keep_adapter_dtypes_on_resume(trainer), {"report": report, "selection": selection}
+
+
+PROMPTS_FILE, PROMPTS_REPORT = "prompts.jsonl", "prompts.json"  # the chosen prompts, and how they were chosen
 
 
 def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapter: str | Path | None = None, *,
@@ -214,62 +219,115 @@ def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapt
     """GRPO on the profile's SFT adapter (or ``adapter``); checkpoints, logs, ``prompts.jsonl`` and ``adapter/`` to ``out_dir``.
 
     The run folder follows SFT's rules (:func:`workings.train.sft.train`): nothing is trained over
-    without ``resume`` or ``overwrite``; a finished run with the same settings is returned as it is.
+    without ``resume`` or ``overwrite``; a finished run with the same settings is returned as it is;
+    one process at a time trains in it. A resumed run trains on the prompts it chose and reports
+    how they were chosen (``prompts.json``) as the first session did.
     """
-    from workings.files import write_jsonl
+    from workings.files import read_jsonl, write_jsonl
 
     out_dir = Path(out_dir)
     adapter = Path(adapter) if adapter is not None else default_sft_adapter(profile)
-    folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite, section="grpo", options=profile.grpo)
-    if folder.finished is not None:
-        return folder.finished
-    work_dir, resumed_from = folder.work_dir, folder.resumed_from
+    done = finished_before(out_dir, resume=resume, section="grpo", options=profile.grpo)
+    if done is not None:
+        return done
     processes = run_processes(profile)
-    if processes.is_main_process:
-        clear_for_overwrite(folder, overwrite)
-    processes.wait_for_everyone()
-    saved = work_dir / "prompts.jsonl"
-    selection = [json.loads(line) for line in saved.read_text().splitlines()] if resumed_from and saved.is_file() else None
-    trainer, prompts = build_grpo_trainer(profile, mix_dir, work_dir, adapter, selection=selection, progress=progress,
-                                          callbacks=callbacks)
-    if selection is None and processes.is_main_process:
-        write_jsonl(saved, prompts["selection"])
-    start = time.perf_counter()
-    with renamed_checkpointing_attribute_quiet():  # TRL reads the attribute before every generation
-        trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
-    seconds = time.perf_counter() - start
-    state = trainer.state
-    trainer.save_state()  # trainer_state.json at the top of the run folder (the main process writes it)
-    weights = adapter_state(trainer)  # every process: under FSDP this gathers the shards
-    if processes.is_main_process:
-        save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype, weights)
-    rewards = {name: [h[f"rewards/{name}/mean"] for h in state.log_history if f"rewards/{name}/mean" in h]
-               for name in profile.reinforcement.rewards}
-    summary = {
-        "profile": profile.name,
-        "model": profile.model.id,
-        "mix": str(mix_dir),
-        "started_from": {"adapter": str(adapter), "digest": file_digest(adapter / "adapter_model.safetensors")},
-        "steps": state.global_step,
-        "max_steps": state.max_steps,
-        "prompts": prompts["report"],
-        "rewards_first_logged": {k: v[0] for k, v in rewards.items() if v},
-        "rewards_last_logged": {k: v[-1] for k, v in rewards.items() if v},
-        "resumed_from": resumed_from.name if resumed_from else None,
-        "seconds": round(seconds, 1),
-        "grpo": profile.grpo,
-        "reinforcement": {k: getattr(profile.reinforcement, k) for k in ("rewards", "layouts", "candidates",
-                                                                          "difficulty_samples", "overlong_buffer")},
-    }
-    from workings.train.sft import peak_memory
+    with run_lock(out_dir) if processes.is_main_process else nullcontext():
+        folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite, section="grpo", options=profile.grpo)
+        if folder.finished is not None:
+            return folder.finished
+        work_dir, resumed_from = folder.work_dir, folder.resumed_from
+        if processes.is_main_process:
+            clear_for_overwrite(folder, overwrite)
+            start_run_folder(work_dir)
+        processes.wait_for_everyone()
+        saved, saved_report = work_dir / PROMPTS_FILE, work_dir / PROMPTS_REPORT
+        selection = read_jsonl(saved) if resumed_from and saved.is_file() else None
+        clock = run_clock(resumed_from)
+        trainer, prompts = build_grpo_trainer(profile, mix_dir, work_dir, adapter, selection=selection, progress=progress,
+                                              callbacks=[clock, *(callbacks or [])])
+        if selection is None:
+            if processes.is_main_process:
+                write_jsonl(saved, prompts["selection"])
+                saved_report.write_text(json.dumps(prompts["report"], indent=1))
+        elif saved_report.is_file():
+            prompts["report"] = json.loads(saved_report.read_text())
+        with renamed_checkpointing_attribute_quiet():  # TRL reads the attribute before every generation
+            trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
+        state = trainer.state
+        trainer.save_state()  # trainer_state.json at the top of the run folder (the main process writes it)
+        weights = adapter_state(trainer)  # every process: under FSDP this gathers the shards
+        if processes.is_main_process:
+            save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype, weights)
+        rewards = {name: [h[f"rewards/{name}/mean"] for h in state.log_history if f"rewards/{name}/mean" in h]
+                   for name in profile.reinforcement.rewards}
+        summary = {
+            "profile": profile.name,
+            "model": profile.model.id,
+            "mix": str(mix_dir),
+            "started_from": {"adapter": str(adapter), "digest": file_digest(adapter / "adapter_model.safetensors")},
+            "steps": state.global_step,
+            "max_steps": state.max_steps,
+            "prompts": prompts["report"],
+            "rewards_first_logged": {k: v[0] for k, v in rewards.items() if v},
+            "rewards_last_logged": {k: v[-1] for k, v in rewards.items() if v},
+            "resumed_from": resumed_from.name if resumed_from else None,
+            **clock.summary(),
+            "threads": torch_threads(),
+            **peak_memory(),
+            "grpo": profile.grpo,
+            "reinforcement": {k: getattr(profile.reinforcement, k) for k in ("rewards", "layouts", "candidates",
+                                                                              "difficulty_samples", "overlong_buffer")},
+        }
+        if processes.is_main_process:
+            (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
+            (work_dir / "README.md").write_text(grpo_run_card(profile, summary))
+            if work_dir != out_dir:
+                swap_in(work_dir, out_dir)
+        processes.wait_for_everyone()  # no process returns before the run folder is complete
+    return TrainResult(out_dir, out_dir / "adapter", state.global_step, summary["seconds"], state.log_history, summary)
 
-    summary.update(peak_memory())
-    if processes.is_main_process:
-        (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
-        if work_dir != out_dir:
-            swap_in(work_dir, out_dir)
-    processes.wait_for_everyone()  # no process returns before the run folder is complete
-    return TrainResult(out_dir, out_dir / "adapter", state.global_step, seconds, state.log_history, summary)
+
+def grpo_run_card(profile: Profile, summary: dict[str, Any]) -> str:
+    """The GRPO run folder's README: what it started from, the prompts it chose, its rewards, from the run's own files."""
+    from workings.models.loading import loading_code
+
+    prompts = summary["prompts"]
+    by_layout = "\n".join(f"| {layout} | {c['kept']} | {c['never solved']} | {c['always solved']} |"
+                           for layout, c in (prompts.get("by_layout") or {}).items())
+    chosen = (f"{prompts['kept']} of {prompts['candidates']} candidate prompts kept: those the SFT model solved in some "
+              f"but not all of {prompts['samples']} samples" if prompts.get("samples") else
+              f"{prompts['kept']} prompts, all candidates (no difficulty selection)")
+    table = ("\n\n| layout | kept | never solved | always solved |\n| --- | --- | --- | --- |\n" + by_layout) if by_layout else ""
+    rewards = "\n".join(f"| {name} | {summary['rewards_first_logged'][name]:.3f} | {value:.3f} |"
+                         for name, value in summary["rewards_last_logged"].items())
+    options = "\n".join(f"- `{k}`: {v}" for k, v in sorted(profile.grpo.items()))
+    return f"""# GRPO run of profile `{profile.name}`
+
+LoRA adapter (`adapter/`) for `{profile.model.id}`, trained by workings with TRL's `GRPOTrainer` from the
+SFT adapter `{summary['started_from']['adapter']}` (weights digest {summary['started_from']['digest']}),
+on rewards a program checks: {', '.join(profile.reinforcement.rewards)}.
+
+- Steps: {summary['steps']} of {summary['max_steps']}; adapter saved in {profile.lora.save_dtype}.
+- Prompts: {chosen}.{table}
+
+## Rewards (mean over a step's replies), first and last logged
+
+| reward | first | last |
+| --- | --- | --- |
+{rewards}
+
+## Trainer options (`grpo:` of the profile, over the project's defaults)
+
+{options}
+
+## Loading
+
+The adapter has the shape of the SFT adapter it started from and loads the same way, from this folder:
+
+```python
+{loading_code(profile.model, "adapter")}
+```
+"""
 
 
 def run_grpo_profile(profile: Profile, *, progress: bool = True) -> TrainResult:

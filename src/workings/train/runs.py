@@ -6,15 +6,18 @@ SFT uses it now; GRPO and DPO will use the same pieces.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workings.config.loading import run_dir
+from workings.config.loading import profile_command, run_dir
 from workings.config.schema import Profile, ProfileError
-from workings.files import write_folder
+from workings.files import MARKER, check_replaceable, check_safetensors, mark, owned, set_aside, write_folder
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ def check_mix(profile: Profile, train_rows: Any, report: dict[str, Any]) -> None
     if made_for is not None and made_for != profile.model.id:
         raise ProfileError(
             f"{_where(profile)}: model.id: the mix was built with the tokenizer of {made_for!r}, "
-            f"not {profile.model.id!r}; rebuild it (workings build-mix --profile {profile.name})")
+            f"not {profile.model.id!r}; rebuild it ({profile_command(profile, 'build-mix')})")
     lengths = train_rows["n_tokens"]
     longest = max(lengths)
     max_length = profile.sft_args().max_length
@@ -95,6 +98,27 @@ class TrainResult:
     log_history: list[dict[str, Any]]
     summary: dict[str, Any]
     already_finished: bool = False  # asked to resume a run that had finished: nothing was trained
+
+
+def peak_memory() -> dict[str, Any]:
+    """The peak memory of training so far: the GPU's peak allocation on CUDA, else this process's
+    peak resident memory (which counts everything the process holds, not training alone)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return {"peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "peak_memory_of": "GPU (allocated)"}
+    import resource
+
+    return {"peak_memory_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "peak_memory_of": "process (resident)"}
+
+
+def torch_threads() -> int:
+    """The threads torch computes with in this process (``training.threads``, else torch's default):
+    part of what a CPU run produces, since sums are added in another order with another count."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def run_processes(profile: Profile) -> Any:
@@ -137,7 +161,7 @@ def save_adapter(model: Any, tokenizer: Any, out_dir: Path, dtype: str, state: d
         model.save_pretrained(tmp, state_dict=state)
         tokenizer.save_pretrained(tmp)
 
-    return write_folder(out_dir, write)
+    return write_folder(out_dir, write, what="adapter", recognise=lambda folder: is_run_folder(folder.parent))
 
 
 def checkpoints(out_dir: str | Path) -> list[Path]:
@@ -219,6 +243,72 @@ def divergence_guard(factor: float | None, vocab_size: int | None = None) -> Any
     return DivergenceGuard()
 
 
+def keep_adapter_dtypes_on_resume(trainer: Any) -> Any:
+    """Make a resumed run train its adapter in the dtype the unbroken run trains it in.
+
+    Over a quantized base TRL casts the LoRA weights to bfloat16 when it builds the trainer, but on
+    resume transformers reloads them with PEFT's ``load_adapter``, which upcasts them to float32: the
+    resumed run then trains in another precision and drifts from the unbroken one (measured: equal
+    losses up to the checkpoint, then 1e-5 apart and growing). The reload is wrapped so that every
+    trainable weight is cast back right after it, before the optimizer is built and its state read
+    back in the weights' dtype. TRL's running count of training tokens (its ``num_tokens`` metric)
+    is not saved in a checkpoint either; it equals the non-padding tokens seen, which are.
+    """
+    load = trainer._load_from_checkpoint
+
+    def load_keeping_dtypes(checkpoint: str, *args: Any, **kwargs: Any) -> Any:
+        dtypes = {n: p.dtype for n, p in trainer.model.named_parameters() if p.requires_grad}
+        loaded = load(checkpoint, *args, **kwargs)
+        for name, param in trainer.model.named_parameters():
+            if name in dtypes and param.dtype != dtypes[name]:
+                param.data = param.data.to(dtypes[name])
+        if hasattr(trainer, "_total_train_tokens"):
+            state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+            trainer._total_train_tokens = state.get("num_input_tokens_seen", 0)
+        return loaded
+
+    trainer._load_from_checkpoint = load_keeping_dtypes
+    return trainer
+
+
+CLOCK_FILE = "workings_time.json"  # in each checkpoint: the run's seconds up to it
+
+
+def run_clock(resumed_from: Path | None) -> Any:
+    """A callback that times a run across its sessions: it writes the run's seconds so far into each
+    checkpoint (:data:`CLOCK_FILE`), so a run resumed from one counts the earlier sessions too."""
+    import time
+
+    from transformers import TrainerCallback
+
+    saved = resumed_from / CLOCK_FILE if resumed_from else None
+    before = json.loads(saved.read_text())["seconds"] if saved and saved.is_file() else 0.0
+
+    class RunClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.start: float | None = None
+            self.earlier_sessions_timed = resumed_from is None or (saved is not None and saved.is_file())
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.perf_counter()
+
+        def session_seconds(self) -> float:
+            return time.perf_counter() - self.start if self.start is not None else 0.0
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                (folder / CLOCK_FILE).write_text(json.dumps({"seconds": round(before + self.session_seconds(), 1)}))
+
+        def summary(self) -> dict[str, Any]:
+            """``seconds`` of the whole run (every session), and of this session alone."""
+            this = round(self.session_seconds(), 1)
+            whole = round(before + this, 1) if self.earlier_sessions_timed else None
+            return {"seconds": whole, "seconds_this_session": this}
+
+    return RunClock()
+
+
 def adapter_dtype_on_save(dtype: str) -> Any:
     """A callback that rewrites each checkpoint's adapter weights in ``dtype`` (the profile's
     ``lora.save_dtype``) and removes the model cards PEFT and TRL write with it, which know nothing
@@ -262,9 +352,9 @@ class RunExists(FileExistsError):
 
 
 class NothingToResume(FileNotFoundError):
-    def __init__(self, out_dir: Path):
-        super().__init__(f"{out_dir}: no checkpoint-* folder to resume from")
-        self.out_dir = out_dir
+    def __init__(self, out_dir: Path, what: str = "no checkpoint-* folder to resume from"):
+        super().__init__(f"{out_dir}: {what}")
+        self.out_dir, self.what = out_dir, what
 
 
 @dataclass
@@ -282,8 +372,6 @@ class RunFolder:
 def finished_run(out_dir: Path, section: str, options: dict[str, Any]) -> TrainResult | None:
     """The run in ``out_dir`` if it finished all its steps with the trainer ``options`` it records
     under ``section`` of its ``run.json`` (``sft``, ``grpo``), else None."""
-    import json
-
     summary_file = out_dir / "run.json"
     if not summary_file.is_file() or not (out_dir / "adapter").is_dir():
         return None
@@ -296,15 +384,34 @@ def finished_run(out_dir: Path, section: str, options: dict[str, Any]) -> TrainR
                        state.get("log_history", []), summary, already_finished=True)
 
 
+def finished_before(out_dir: Path, *, resume: bool, section: str, options: dict[str, Any]) -> TrainResult | None:
+    """With ``resume``, the run in ``out_dir`` if it finished with these ``options`` (:func:`finished_run`):
+    it is returned untouched, before its folder is even locked."""
+    if not resume or not out_dir.is_dir():
+        return None
+    done = finished_run(out_dir, section, options)
+    if done is not None:
+        log.info("%s: finished (%d steps); left unchanged", out_dir, done.steps)
+    return done
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a run folder workings wrote (marked, or an earlier version's run with its
+    checkpoints, summary or adapter)."""
+    return owned(path) or run_contents(path) is not None
+
+
 def open_run_folder(out_dir: Path, *, resume: bool, overwrite: bool, section: str, options: dict[str, Any]) -> RunFolder:
     """The run folder rules every training stage shares: ``resume`` on a run that finished with the
     same ``options`` (:func:`finished_run`) returns it untouched; otherwise ``resume`` needs a
-    checkpoint; a folder that holds a run is never trained over unless ``resume`` or ``overwrite``
-    says so; ``overwrite`` trains in a staging folder beside the earlier run (see :func:`swap_in`).
-    Removing a stale staging or empty run folder is left to the caller's main process
-    (:func:`clear_for_overwrite`)."""
+    checkpoint that loads (the newest one that does, with a warning naming what is wrong with any
+    newer one); a folder that holds a run is never trained over unless ``resume`` or ``overwrite``
+    says so; a file, or a folder holding files workings did not write, is never trained in nor
+    replaced; ``overwrite`` trains in a staging folder beside the earlier run (see :func:`swap_in`).
+    Removing a stale staging folder is left to the caller's main process (:func:`clear_for_overwrite`)."""
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
+    check_replaceable(out_dir, "--out", recognise=is_run_folder)
     if resume:
         done = finished_run(out_dir, section, options)
         if done is not None:
@@ -317,15 +424,112 @@ def open_run_folder(out_dir: Path, *, resume: bool, overwrite: bool, section: st
     if held is not None and not (resume or overwrite):
         raise RunExists(out_dir, held)
     work_dir = staging_dir(out_dir) if (overwrite and held is not None) else out_dir
-    return RunFolder(out_dir, work_dir, existing[-1] if resume else None)
+    return RunFolder(out_dir, work_dir, usable_checkpoint(existing) if resume else None)
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """What keeps ``checkpoint`` from being resumed (a missing, truncated or damaged file, named),
+    or None when every file the trainer reads back is whole.
+
+    torch's ``.pt``/``.pth`` files are zip archives whose members carry CRCs, and a safetensors file
+    starts with the length of its header; both are checked without loading any tensor.
+    """
+    import zipfile
+
+    if not (checkpoint / "trainer_state.json").is_file():
+        return f"{checkpoint / 'trainer_state.json'} is missing"
+    for path in sorted(checkpoint.iterdir()):
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(path) as archive:
+                    bad = archive.testzip()
+                if bad is not None:
+                    return f"{path}: damaged ({bad} fails its checksum)"
+            elif path.suffix == ".safetensors":
+                check_safetensors(path)
+        except (ValueError, zipfile.BadZipFile, OSError, EOFError) as err:
+            return f"{path}: truncated or damaged ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    return None
+
+
+def usable_checkpoint(saved: list[Path]) -> Path:
+    """The newest of ``saved`` that loads; a newer damaged one is named in a warning and skipped."""
+    for checkpoint in reversed(saved):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        log.warning("not resuming from %s: %s; trying the one before it", checkpoint.name, problem)
+    raise NothingToResume(saved[-1].parent, "no checkpoint-* folder that loads (each one's problem is logged above)")
 
 
 def clear_for_overwrite(folder: RunFolder, overwrite: bool) -> None:
-    """Remove a stale staging folder, or an empty run folder an overwriting run starts in."""
+    """Clear where an overwriting run will train: a stale staging folder (from an overwrite that did
+    not finish), or the run folder itself when it is workings' and holds no run (the leftovers of
+    one stopped before its first checkpoint). Only a folder workings wrote is removed."""
     import shutil
 
-    if folder.work_dir != folder.out_dir or (overwrite and folder.out_dir.is_dir()):
-        shutil.rmtree(folder.work_dir, ignore_errors=True)
+    if folder.work_dir != folder.out_dir:
+        if folder.work_dir.exists():
+            check_replaceable(folder.work_dir, recognise=is_run_folder)
+            shutil.rmtree(folder.work_dir)
+    elif overwrite and owned(folder.out_dir):
+        shutil.rmtree(folder.out_dir)
+
+
+def start_run_folder(work_dir: Path) -> None:
+    """Create the folder a run trains in and claim it as workings' own (see :func:`workings.files.mark`)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    mark(work_dir, "run")
+
+
+class RunLocked(RuntimeError):
+    """Another process is training in the same run folder."""
+
+
+LOCK_FILE = ".workings.lock"  # in a run folder, held by the process training there
+
+
+@contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the run folder ``out_dir`` for this process: a second process asking for it is refused
+    at once, naming the holder. The lock is the operating system's (``flock`` on :data:`LOCK_FILE`),
+    so it is released when its holder exits, however it exits, and never blocks a later run. A run
+    folder this creates only to hold the lock is removed again if nothing else was written in it."""
+    import fcntl
+    import os
+
+    check_replaceable(out_dir, "--out", recognise=is_run_folder)  # before anything is created there
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if created:
+        mark(out_dir, "run")
+    lock_file = out_dir / LOCK_FILE
+    try:
+        with lock_file.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunLocked(f"{out_dir}: a run is already training here ({holder}); wait for it to finish, "
+                                "or give another --out") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        if created and out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE, MARKER}:
+            for name in (LOCK_FILE, MARKER):
+                (out_dir / name).unlink(missing_ok=True)
+            out_dir.rmdir()
 
 
 def run_contents(out_dir: Path) -> str | None:
@@ -346,15 +550,12 @@ def staging_dir(out_dir: Path) -> Path:
 
 
 def swap_in(new: Path, out_dir: Path) -> None:
-    """Put the finished run ``new`` in ``out_dir``'s place, removing the earlier run only then."""
-    import shutil
-
-    old = out_dir.with_name(f".{out_dir.name}-replaced")
-    shutil.rmtree(old, ignore_errors=True)
+    """Put the finished run ``new`` in ``out_dir``'s place (a run folder :func:`open_run_folder`
+    accepted), removing the earlier run only then."""
     if out_dir.exists():
-        out_dir.rename(old)
-    new.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+        set_aside(out_dir, lambda: new.rename(out_dir))
+    else:
+        new.rename(out_dir)
 
 
 def whole_run_loss(history: list[dict[str, Any]], resumed_at: int, steps: int, loss_this_call: float) -> float:
@@ -389,5 +590,5 @@ def ensure_profile_mix(profile: Profile, *, progress: bool = True, num_proc: int
     if processes > 1 and not mix_is_current(mix_dir, provenance):
         # Several processes would each build and write it at once: one command builds it first.
         raise ProfileError(f"{_where(profile)}: data: {mix_dir} is missing or out of date, and {processes} processes "
-                           f"would each build it; build it first with: workings build-mix --profile {profile.name}")
+                           f"would each build it; build it first with: {profile_command(profile, 'build-mix')}")
     return ensure_mix(mix_dir, provenance, profile.data, lambda: load_tokenizer(profile.model), progress=progress, num_proc=num_proc)

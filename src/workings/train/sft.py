@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ from workings.config.schema import Profile, ProfileError
 from workings.core.chat import END_OF_TURN, tokenizer_adds_bos
 from workings.train.runs import (TrainingDiverged, TrainResult, adapter_dtype_on_save, adapter_state, check_environment,
                                  check_loss, check_mix, checkpoints, clear_for_overwrite, divergence_guard,
-                                 ensure_profile_mix, open_run_folder, run_processes, save_adapter, swap_in, whole_run_loss)
+                                 ensure_profile_mix, finished_before, keep_adapter_dtypes_on_resume, open_run_folder,
+                                 peak_memory, run_clock, run_lock, run_processes, save_adapter, start_run_folder,
+                                 swap_in, torch_threads, whole_run_loss)
 
 log = logging.getLogger(__name__)
 
@@ -123,81 +125,75 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
             datasets.enable_progress_bars()
     if not progress:
         trainer.remove_callback(PrinterCallback)
-    return trainer
+    return keep_adapter_dtypes_on_resume(trainer)
 
 
 def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
           overwrite: bool = False, progress: bool = True, callbacks: list[Any] | None = None) -> TrainResult:
     """Fine-tune the profile's model on the mix in ``mix_dir``; write checkpoints, logs and ``adapter/`` to ``out_dir``.
 
-    ``resume`` continues from the newest checkpoint in ``out_dir``; a run that already finished
-    with the same settings is returned as it is, unchanged. A folder that already holds a run is
-    never trained over unless ``resume`` or ``overwrite`` says so; with ``overwrite`` the new run
-    trains beside it and replaces it only once it has finished, so a failure or an interrupt
-    leaves the earlier result in place.
+    ``resume`` continues from the newest checkpoint in ``out_dir`` that loads; a run that already
+    finished with the same settings is returned as it is, unchanged. A folder that already holds a
+    run is never trained over unless ``resume`` or ``overwrite`` says so, and a folder holding files
+    workings did not write is refused; with ``overwrite`` the new run trains beside the earlier one
+    and replaces it only once it has finished, so a failure or an interrupt leaves the earlier result
+    in place. One process at a time trains in a run folder (:func:`run_lock`).
     """
     out_dir = Path(out_dir)
-    folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite, section="sft", options=profile.sft)
-    if folder.finished is not None:
-        return folder.finished
-    work_dir, resumed_from = folder.work_dir, folder.resumed_from
+    done = finished_before(out_dir, resume=resume, section="sft", options=profile.sft)
+    if done is not None:
+        return done
     processes = run_processes(profile)
-    if processes.is_main_process:
-        clear_for_overwrite(folder, overwrite)
-    processes.wait_for_everyone()
-    trainer = build_trainer(profile, mix_dir, work_dir, progress=progress, callbacks=callbacks)
-    start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
-    seconds = time.perf_counter() - start
-    state = trainer.state
-    resumed_at = int(resumed_from.name.split("-")[-1]) if resumed_from else 0
-    train_loss = whole_run_loss(state.log_history, resumed_at, state.global_step, output.training_loss)
-    # A run shorter than one logging interval is judged here, on its mean loss.
-    check_loss("mean training loss", train_loss, state.global_step, vocab_size=len(trainer.processing_class),
-               reference=None, factor=profile.training.divergence_factor, out_dir=work_dir)
-    trainer.save_state()  # trainer_state.json at the top of the run folder (the main process writes it)
-    weights = adapter_state(trainer)  # every process: under FSDP this gathers the shards
-    if processes.is_main_process:
-        save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype, weights)
-    evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
-    tokens_before = _tokens_seen(resumed_from)
-    summary = {
-        "profile": profile.name,
-        "model": profile.model.id,
-        "mix": str(mix_dir),
-        "steps": state.global_step,
-        "max_steps": state.max_steps,
-        "train_loss": train_loss,
-        "final_eval_loss": evals[-1] if evals else None,
-        "tokens_seen": state.num_input_tokens_seen,
-        "resumed_from": resumed_from.name if resumed_from else None,
-        # the time and speed of this session (a resumed run's earlier sessions are not timed here)
-        "seconds": round(seconds, 1),
-        "steps_this_session": state.global_step - resumed_at,
-        "tokens_per_second": round((state.num_input_tokens_seen - tokens_before) / seconds, 1) if seconds else None,
-        **peak_memory(),
-        "sft": profile.sft,
-    }
-    if processes.is_main_process:
-        (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
-        (work_dir / "README.md").write_text(run_card(profile, summary, mix_dir))
-        if work_dir != out_dir:
-            swap_in(work_dir, out_dir)
-    processes.wait_for_everyone()  # no process returns before the run folder is complete
-    return TrainResult(out_dir, out_dir / "adapter", state.global_step, seconds, state.log_history, summary)
-
-
-def peak_memory() -> dict[str, Any]:
-    """The peak memory of training so far: the GPU's peak allocation on CUDA, else this process's
-    peak resident memory (which counts everything the process holds, not training alone)."""
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
-        return {"peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "peak_memory_of": "GPU (allocated)"}
-    import resource
-
-    return {"peak_memory_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-            "peak_memory_of": "process (resident)"}
+    with run_lock(out_dir) if processes.is_main_process else nullcontext():
+        folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite, section="sft", options=profile.sft)
+        if folder.finished is not None:
+            return folder.finished
+        work_dir, resumed_from = folder.work_dir, folder.resumed_from
+        if processes.is_main_process:
+            clear_for_overwrite(folder, overwrite)
+            start_run_folder(work_dir)
+        processes.wait_for_everyone()
+        clock = run_clock(resumed_from)
+        trainer = build_trainer(profile, mix_dir, work_dir, progress=progress, callbacks=[clock, *(callbacks or [])])
+        output = trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
+        seconds = clock.session_seconds()
+        state = trainer.state
+        resumed_at = int(resumed_from.name.split("-")[-1]) if resumed_from else 0
+        train_loss = whole_run_loss(state.log_history, resumed_at, state.global_step, output.training_loss)
+        # A run shorter than one logging interval is judged here, on its mean loss.
+        check_loss("mean training loss", train_loss, state.global_step, vocab_size=len(trainer.processing_class),
+                   reference=None, factor=profile.training.divergence_factor, out_dir=work_dir)
+        trainer.save_state()  # trainer_state.json at the top of the run folder (the main process writes it)
+        weights = adapter_state(trainer)  # every process: under FSDP this gathers the shards
+        if processes.is_main_process:
+            save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype, weights)
+        evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
+        tokens_before = _tokens_seen(resumed_from)
+        summary = {
+            "profile": profile.name,
+            "model": profile.model.id,
+            "mix": str(mix_dir),
+            "steps": state.global_step,
+            "max_steps": state.max_steps,
+            "train_loss": train_loss,
+            "final_eval_loss": evals[-1] if evals else None,
+            "tokens_seen": state.num_input_tokens_seen,
+            "resumed_from": resumed_from.name if resumed_from else None,
+            **clock.summary(),
+            "steps_this_session": state.global_step - resumed_at,
+            # the speed of this session: the tokens it trained on over its own time
+            "tokens_per_second": round((state.num_input_tokens_seen - tokens_before) / seconds, 1) if seconds else None,
+            "threads": torch_threads(),
+            **peak_memory(),
+            "sft": profile.sft,
+        }
+        if processes.is_main_process:
+            (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
+            (work_dir / "README.md").write_text(run_card(profile, summary, mix_dir))
+            if work_dir != out_dir:
+                swap_in(work_dir, out_dir)
+        processes.wait_for_everyone()  # no process returns before the run folder is complete
+    return TrainResult(out_dir, out_dir / "adapter", state.global_step, summary["seconds"], state.log_history, summary)
 
 
 def _tokens_seen(checkpoint: Path | None) -> int:
@@ -208,6 +204,8 @@ def _tokens_seen(checkpoint: Path | None) -> int:
 
 def run_card(profile: Profile, summary: dict[str, Any], mix_dir: str | Path) -> str:
     """The run folder's README: what was trained, on what, how, and what came out, from the run's own files."""
+    from workings.models.loading import loading_code
+
     report_file = Path(mix_dir) / "report.json"
     sources = json.loads(report_file.read_text())["sources"] if report_file.is_file() else {}
     q = profile.quantization
@@ -237,11 +235,10 @@ trained by workings with TRL's `SFTTrainer` to answer as `<reasoning>…</reason
 
 ## Loading
 
-```python
-from peft import PeftModel
-from transformers import AutoModelForCausalLM
+From this folder:
 
-model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{profile.model.id}"), "adapter")
+```python
+{loading_code(profile.model, "adapter")}
 ```
 """
 
