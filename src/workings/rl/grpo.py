@@ -21,7 +21,6 @@ import logging
 import random
 import time
 from collections import Counter
-from contextlib import nullcontext
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,8 @@ from workings.evaluation.generate import SamplingConfig, generate, vllm_availabl
 from workings.files import file_digest
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.runs import (TrainResult, adapter_dtype_on_save, adapter_state, check_environment, checkpoints,
-                                 clear_for_overwrite, divergence_guard, ensure_profile_mix, finished_before,
-                                 keep_adapter_dtypes_on_resume, open_run_folder, peak_memory, run_clock, run_lock,
-                                 run_processes, save_adapter, start_run_folder, swap_in, torch_threads)
+                                 divergence_guard, ensure_profile_mix, keep_adapter_dtypes_on_resume, opened_run,
+                                 peak_memory, run_clock, run_processes, save_adapter, swap_in, torch_threads)
 
 log = logging.getLogger(__name__)
 
@@ -227,19 +225,12 @@ def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapt
 
     out_dir = Path(out_dir)
     adapter = Path(adapter) if adapter is not None else default_sft_adapter(profile)
-    done = finished_before(out_dir, resume=resume, section="grpo", options=profile.grpo)
-    if done is not None:
-        return done
     processes = run_processes(profile)
-    with run_lock(out_dir) if processes.is_main_process else nullcontext():
-        folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite, section="grpo", options=profile.grpo)
+    with opened_run(profile, out_dir, resume=resume, overwrite=overwrite, section="grpo",
+                    options=profile.grpo) as folder:
         if folder.finished is not None:
             return folder.finished
         work_dir, resumed_from = folder.work_dir, folder.resumed_from
-        if processes.is_main_process:
-            clear_for_overwrite(folder, overwrite)
-            start_run_folder(work_dir)
-        processes.wait_for_everyone()
         saved, saved_report = work_dir / PROMPTS_FILE, work_dir / PROMPTS_REPORT
         selection = read_jsonl(saved) if resumed_from and saved.is_file() else None
         clock = run_clock(resumed_from)

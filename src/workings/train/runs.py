@@ -427,6 +427,30 @@ def open_run_folder(out_dir: Path, *, resume: bool, overwrite: bool, section: st
     return RunFolder(out_dir, work_dir, usable_checkpoint(existing) if resume else None)
 
 
+@contextmanager
+def opened_run(profile: Profile, out_dir: Path, *, resume: bool, overwrite: bool, section: str,
+               options: dict[str, Any]) -> Iterator[RunFolder]:
+    """The run folder of a training stage, ready to train in, for the duration of the ``with`` block:
+    a finished run asked to resume comes back untouched (``finished``); otherwise the folder is
+    locked for this process (:func:`run_lock`), checked (:func:`open_run_folder`), cleared where an
+    overwrite starts, and claimed, with every process waiting until it is."""
+    from contextlib import nullcontext
+
+    done = finished_before(out_dir, resume=resume, section=section, options=options)
+    if done is not None:
+        yield RunFolder(out_dir, out_dir, None, finished=done)
+        return
+    processes = run_processes(profile)
+    with run_lock(out_dir) if processes.is_main_process else nullcontext():
+        folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite, section=section, options=options)
+        if folder.finished is None:
+            if processes.is_main_process:
+                clear_for_overwrite(folder, overwrite)
+                start_run_folder(folder.work_dir)
+            processes.wait_for_everyone()
+        yield folder
+
+
 def checkpoint_problem(checkpoint: Path) -> str | None:
     """What keeps ``checkpoint`` from being resumed (a missing, truncated or damaged file, named),
     or None when every file the trainer reads back is whole.

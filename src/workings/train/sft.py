@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,9 @@ from workings.config.loading import run_dir
 from workings.config.schema import Profile, ProfileError
 from workings.core.chat import END_OF_TURN, tokenizer_adds_bos
 from workings.train.runs import (TrainingDiverged, TrainResult, adapter_dtype_on_save, adapter_state, check_environment,
-                                 check_loss, check_mix, checkpoints, clear_for_overwrite, divergence_guard,
-                                 ensure_profile_mix, finished_before, keep_adapter_dtypes_on_resume, open_run_folder,
-                                 peak_memory, run_clock, run_lock, run_processes, save_adapter, start_run_folder,
-                                 swap_in, torch_threads, whole_run_loss)
+                                 check_loss, check_mix, checkpoints, divergence_guard, ensure_profile_mix,
+                                 keep_adapter_dtypes_on_resume, opened_run, peak_memory, run_clock, run_processes,
+                                 save_adapter, swap_in, torch_threads, whole_run_loss)
 
 log = logging.getLogger(__name__)
 
@@ -140,19 +138,12 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
     in place. One process at a time trains in a run folder (:func:`run_lock`).
     """
     out_dir = Path(out_dir)
-    done = finished_before(out_dir, resume=resume, section="sft", options=profile.sft)
-    if done is not None:
-        return done
     processes = run_processes(profile)
-    with run_lock(out_dir) if processes.is_main_process else nullcontext():
-        folder = open_run_folder(out_dir, resume=resume, overwrite=overwrite, section="sft", options=profile.sft)
+    with opened_run(profile, out_dir, resume=resume, overwrite=overwrite, section="sft",
+                    options=profile.sft) as folder:
         if folder.finished is not None:
             return folder.finished
         work_dir, resumed_from = folder.work_dir, folder.resumed_from
-        if processes.is_main_process:
-            clear_for_overwrite(folder, overwrite)
-            start_run_folder(work_dir)
-        processes.wait_for_everyone()
         clock = run_clock(resumed_from)
         trainer = build_trainer(profile, mix_dir, work_dir, progress=progress, callbacks=[clock, *(callbacks or [])])
         output = trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
