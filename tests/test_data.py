@@ -248,3 +248,55 @@ def test_load_rows_from_unreachable_hub_says_so():
 def test_synthetic_rows_round_trip_through_convert():
     ex = Example(id="synthetic-1", source="synthetic", question="Q?", reasoning="r", answer="1", meta={"steps": 1})
     assert convert("synthetic", ex.to_dict()) == ex
+
+
+# --- reasoning-gym ------------------------------------------------------------------------------
+
+def test_reasoning_gym_rows_are_the_same_for_a_seed_and_carry_their_dataset():
+    from workings.data.sources import reasoning_gym_rows
+
+    rows = reasoning_gym_rows("chain_sum", 3, 7, {"min_terms": 3, "max_terms": 3})
+    assert rows == reasoning_gym_rows("chain_sum", 3, 7, {"min_terms": 3, "max_terms": 3})
+    assert [r["dataset"] for r in rows] == ["chain_sum"] * 3 and all(isinstance(r["answer"], str) for r in rows)
+
+
+def test_a_chain_sum_is_worked_left_to_right_one_line_a_step():
+    from workings.data.sources import convert_reasoning_gym
+
+    row = {"question": "State the final answer to the following arithmetic problem: 12 - 5 + 30 =", "answer": "37",
+           "dataset": "chain_sum", "metadata": {"expression": "12 - 5 + 30"}}
+    example = convert_reasoning_gym(row)
+    assert (example.source, example.reasoning, example.answer) == ("chain_sum", "12 - 5 = 7\n7 + 30 = 37", "37")
+
+
+def test_a_worked_solution_is_the_reasoning_up_to_its_final_answer_line():
+    from workings.data.sources import convert_reasoning_gym
+
+    row = {"question": "Ann has 3 apples and buys 4. How many?", "answer": "7", "dataset": "gsm_symbolic",
+           "metadata": {"answer_cot": "Ann has 3 apples.\nShe buys 4: 3 + 4 = 7.\n#### 7"}}
+    assert convert_reasoning_gym(row).reasoning == "Ann has 3 apples.\nShe buys 4: 3 + 4 = 7."
+
+
+def test_a_product_is_one_line_giving_its_value_and_a_task_without_either_is_unusable():
+    from workings.data.example import Unusable
+    from workings.data.sources import convert_reasoning_gym
+
+    row = {"question": "Calculate 3 * 4 - 2.", "answer": "10", "dataset": "basic_arithmetic",
+           "metadata": {"expression": "3 * 4 - 2"}}
+    assert convert_reasoning_gym(row).reasoning == "3 * 4 - 2 = 10"
+    with pytest.raises(Unusable, match="no_worked_solution"):
+        convert_reasoning_gym({**row, "metadata": {}})
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"dataset": "chain_summ", "size": 4, "seed": 0}, r"reasoning_gym\.dataset: 'chain_summ' is not a reasoning-gym dataset"),
+    ({"dataset": "chain_sum", "size": 0, "seed": 0}, r"reasoning_gym\.size: must be positive, got 0"),
+    ({"dataset": "chain_sum", "size": 4, "seed": 0, "config": {"max_termz": 3}}, r"reasoning_gym\.config: .*max_termz"),
+    ({"dataset": "chain_sum", "size": 4, "seed": 0, "config": {"seed": 3}}, r"reasoning_gym\.config\.seed: is set by"),
+])
+def test_a_reasoning_gym_source_is_checked_by_the_library_naming_the_key(tiny_profile, spec, message):
+    from workings.config.schema import ProfileError
+
+    source = {"name": "sums", "converter": "reasoning_gym", "reasoning_gym": spec}
+    with pytest.raises(ProfileError, match=r"data\.sources\[0\]\." + message):
+        tiny_profile({"data": {"sources": [source], "eval_sets": []}})

@@ -303,6 +303,7 @@ def _message(err: BaseException) -> str:
     from workings.export.destinations import ExportError
     from workings.files import Damaged
     from workings.models.loading import ModelUnavailable
+    from workings.models.packaged import PackageMissing
     from workings.train.runs import NothingToResume, RunExists, RunLocked, TrainingDiverged
 
     if isinstance(err, RunExists):
@@ -310,7 +311,8 @@ def _message(err: BaseException) -> str:
     if isinstance(err, NothingToResume):
         return f"{err.out_dir}: no checkpoint to resume from; run without --resume to start"
     if isinstance(err, (ProfileError, DataUnavailable, TrainingDiverged, FileNotFoundError, FileExistsError, UsageError,
-                        ExportError, PermissionError, RunLocked, ModelUnavailable, Damaged)):
+                        ExportError, PermissionError, RunLocked, ModelUnavailable, Damaged,
+                        PackageMissing)):
         return str(err)
     return f"{type(err).__name__}: {err} (--debug shows where)"
 

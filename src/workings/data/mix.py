@@ -42,6 +42,7 @@ from workings.data.dedup import NgramIndex, near_duplicate_pairs, normalise
 from workings.data.example import DataUnavailable, Example, Unusable
 from workings.data.sources import convert, load_rows
 from workings.data.synthetic import generate_synthetic
+from workings.data.sources import reasoning_gym_rows
 from workings.files import file_digest, json_digest, module_digests, write_folder
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ def source_rows(spec: Origin) -> list[dict[str, Any]]:
     if spec.synthetic is not None:
         s = spec.synthetic
         return [e.to_dict() for e in generate_synthetic(s.n, s.seed, s.min_steps, s.max_steps, s.numbers)]
+    if spec.reasoning_gym is not None:
+        g = spec.reasoning_gym
+        return reasoning_gym_rows(g.dataset, g.size, g.seed, g.config)
     return load_rows(hub_id=spec.hub_id, config=spec.config, split=spec.split, revision=spec.revision, path=spec.path)
 
 
@@ -92,6 +96,10 @@ def describe_origin(spec: Origin) -> str:
     if spec.synthetic is not None:
         s = spec.synthetic
         return f"synthetic generator ({s.numbers} numbers, {s.min_steps}-{s.max_steps} steps), seed {s.seed}, {s.n} rows"
+    if spec.reasoning_gym is not None:
+        g = spec.reasoning_gym
+        options = "".join(f", {k}={v}" for k, v in sorted(g.config.items()))
+        return f"reasoning-gym {g.dataset} (seed {g.seed}{options}), {g.size} rows"
     if spec.path is not None:
         return f"local file {spec.path}"
     where = f"{spec.hub_id} ({spec.config or 'default'}/{spec.split})"

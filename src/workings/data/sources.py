@@ -186,6 +186,59 @@ def convert_synthetic(row: Mapping[str, Any]) -> Example:
 CONVERTERS["synthetic"] = convert_synthetic
 
 
+# --- reasoning-gym ----------------------------------------------------------------------------
+
+def reasoning_gym_rows(dataset: str, size: int, seed: int, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``size`` rows of the reasoning-gym dataset ``dataset`` from ``seed`` (the same on every machine):
+    its ``question`` and ``answer``, its ``metadata`` made JSON-safe, and the dataset's name."""
+    import reasoning_gym
+
+    generated = reasoning_gym.create_dataset(dataset, size=size, seed=seed, **dict(config or {}))
+    return [{"question": entry["question"], "answer": str(entry["answer"]), "dataset": dataset,
+             "metadata": json.loads(json.dumps(entry.get("metadata", {}), default=str))} for entry in generated]
+
+
+_ADD_OR_SUBTRACT = re.compile(r"^\s*-?\d+(?:\s*[-+]\s*\d+)+\s*$")
+
+
+def worked_steps(expression: str) -> str:
+    """An expression of additions and subtractions worked left to right, one line a step.
+
+    >>> print(worked_steps("4 - 1 - 7"))
+    4 - 1 = 3
+    3 - 7 = -4
+    """
+    terms = re.findall(r"([-+]?)\s*(\d+)", expression)
+    total = int(terms[0][1]) * (-1 if terms[0][0] == "-" else 1)
+    lines = []
+    for sign, digits in terms[1:]:
+        value = total + int(digits) if sign == "+" else total - int(digits)
+        lines.append(f"{total} {sign} {digits} = {value}")
+        total = value
+    return "\n".join(lines)
+
+
+def convert_reasoning_gym(row: Mapping[str, Any]) -> Example:
+    """A reasoning-gym row (:func:`reasoning_gym_rows`). The reasoning is the task's own worked solution
+    where it has one (``metadata.answer_cot``, up to its ``####`` line); for an expression of additions
+    and subtractions, its steps worked left to right; otherwise one line giving the expression's value.
+    Graded: answers are compared by value (numbers) or as text."""
+    question, answer, dataset = _field(row, "question"), _field(row, "answer"), _field(row, "dataset")
+    meta = row.get("metadata") or {}
+    if isinstance(meta.get("answer_cot"), str) and meta["answer_cot"].strip():
+        reasoning = strip_calculator_notes(meta["answer_cot"].rsplit("####", 1)[0])
+    elif isinstance(meta.get("expression"), str) and _ADD_OR_SUBTRACT.match(meta["expression"]):
+        reasoning = worked_steps(meta["expression"])
+    elif isinstance(meta.get("expression"), str):
+        reasoning = f"{meta['expression'].strip()} = {answer}"
+    else:
+        raise Unusable("no_worked_solution", f"{dataset} rows carry no answer_cot or expression to reason from")
+    return _example(dataset, question, reasoning, answer, meta={"dataset": dataset})
+
+
+CONVERTERS["reasoning_gym"] = convert_reasoning_gym
+
+
 def convert(source: str, row: Mapping[str, Any], keep_domains: tuple[str, ...] = ("math",)) -> Example:
     """Convert one row with the converter named ``source`` (a key of :data:`CONVERTERS`).
 
