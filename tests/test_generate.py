@@ -178,3 +178,29 @@ def test_min_new_tokens_holds_generation_past_a_stop_token(model, tokenizer):
     finally:
         handle.remove()
     assert (g.new_tokens, g.truncated) == (4, False)  # three forced tokens, then the stop token
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 12.0])
+def test_the_nucleus_without_a_sort_is_the_one_top_p_keeps_up_to_float_rounding_at_its_edge(scale):
+    """On a vocabulary of Gemma 3's size: flat rows whose nucleus is thousands of tokens (k grows)
+    and peaked rows whose nucleus is a handful. transformers adds up the whole vocabulary in
+    ascending order to find the edge, this the few largest in descending order: where thousands of
+    tokens share the mass, the two float sums may put the edge a few of the least likely tokens
+    apart (at most a thousandth of the mass). Every kept score is the row's own."""
+    import torch
+    from transformers import TopPLogitsWarper
+
+    from workings.evaluation.generate import nucleus_processor
+
+    scores = torch.randn(6, 262_144, generator=torch.Generator().manual_seed(0)) * scale
+    probs = scores.softmax(dim=-1)
+    for top_p in (0.5, 0.95):
+        expected = torch.isfinite(TopPLogitsWarper(top_p)(None, scores.clone()))
+        got = nucleus_processor(top_p)(None, scores.clone())
+        kept = torch.isfinite(got)
+        assert torch.equal(got[kept], scores[kept])
+        apart = kept != expected
+        assert ((probs * apart).sum(dim=-1) < 1e-3).all()
+        assert (apart.sum(dim=-1) <= 0.001 * expected.sum(dim=-1) + 1).all()
+        if scale >= 12.0:  # a peaked row's edge is far from any rounding
+            assert torch.equal(kept, expected)

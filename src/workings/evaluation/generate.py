@@ -57,6 +57,37 @@ def _cut_at_stop(new: Sequence[int], stops: Sequence[int]) -> tuple[list[int], b
     return (list(new[:ended]), True) if ended is not None else (list(new), False)
 
 
+def nucleus_processor(top_p: float, first_k: int = 256) -> Any:
+    """A logits processor that keeps exactly the tokens transformers' ``TopPLogitsWarper`` keeps
+    (the most probable ones until their mass reaches ``top_p``; at least one), without sorting the
+    vocabulary.
+
+    ``TopPLogitsWarper`` sorts every row's whole vocabulary at every step: 262,144 entries for
+    Gemma 3, where a nucleus holds a few dozen. This takes the ``first_k`` most probable tokens
+    (growing k fourfold for a row whose mass there falls short of ``top_p``) and applies the same
+    rule inside them: a token stays while the mass of the more probable ones is below ``top_p``.
+    So the masked scores, and with the same seed the samples, are the warper's.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    class Nucleus(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            probs = scores.float().softmax(dim=-1)
+            k = min(first_k, scores.shape[-1])
+            while True:
+                top, index = probs.topk(k, dim=-1)
+                if k == scores.shape[-1] or bool((top.sum(dim=-1) >= top_p).all()):
+                    break
+                k = min(4 * k, scores.shape[-1])
+            keep = (top.cumsum(dim=-1) - top) < top_p  # the mass of the more probable tokens
+            keep[:, 0] = True
+            kept = torch.full_like(scores, float("-inf"))
+            return kept.scatter(1, index, torch.where(keep, scores.gather(1, index), float("-inf")))
+
+    return Nucleus()
+
+
 class HFEngine(Engine):
     """Hugging Face ``generate`` on a loaded model (plain, PEFT-wrapped or merged)."""
 
@@ -76,7 +107,11 @@ class HFEngine(Engine):
             mask[row, width - len(ids):] = 1
         kwargs: dict[str, Any] = {"do_sample": False}
         if sampling.temperature > 0:
-            kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+            kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": 1.0}
+            if sampling.top_p < 1.0:  # the same nucleus as transformers' warper, without sorting the vocabulary
+                from transformers import LogitsProcessorList
+
+                kwargs["logits_processor"] = LogitsProcessorList([nucleus_processor(sampling.top_p)])
         torch.manual_seed(seed)
         device = next(self.model.parameters()).device
         with torch.no_grad():
