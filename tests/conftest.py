@@ -39,22 +39,28 @@ def random_tiny_dir(tmp_path_factory, tokenizer):
     return target
 
 
-@pytest.fixture
-def tiny_profile(tmp_path, random_tiny_dir):
-    """Write a profile extending ``demo`` on the random tiny model; returns a loader taking YAML overrides."""
+def profile_writer(folder, base: dict, default_name: str):
+    """A loader of profiles written to ``folder``: ``base`` (``extends`` and sections), each section
+    of the overrides merged over it key by key, saved as ``<name>.yaml`` and loaded."""
     import yaml
 
     from workings.config.loading import load_profile
 
-    def make(overrides: dict | None = None, name: str = "test"):
-        raw = {"extends": "demo", "name": name, "model": {"id": str(random_tiny_dir)}}
+    def make(overrides: dict | None = None, name: str = default_name):
+        raw = {**base, "name": name}
         for key, value in (overrides or {}).items():
             raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-        path = tmp_path / f"{name}.yaml"
+        path = folder / f"{name}.yaml"
         path.write_text(yaml.safe_dump(raw))
         return load_profile(path)
 
     return make
+
+
+@pytest.fixture
+def tiny_profile(tmp_path, random_tiny_dir):
+    """Write a profile extending ``demo`` on the random tiny model; returns a loader taking YAML overrides."""
+    return profile_writer(tmp_path, {"extends": "demo", "model": {"id": str(random_tiny_dir)}}, "test")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ completion-only loss mask on real token ids, a pretrained model that learns in o
 import json
 
 import pytest
-import yaml
 
 from workings.cli import main
 from workings.core.chat import END_OF_TURN
@@ -40,20 +39,12 @@ def gemma_dir():
 @pytest.fixture
 def gemma_profile(tmp_path, monkeypatch, gemma_dir):
     """A profile extending gemma-3-270m with ``overrides``, its runs under tmp_path."""
-    from workings.config.loading import load_profile
+    from conftest import profile_writer
 
     monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
-
-    def make(overrides: dict | None = None, name: str = "real"):
-        raw = {"extends": "gemma-3-270m", "name": name, "data": FEW_ROWS, "training": {"eval_rows": 4},
-               "sft": SAME_BATCH_TWICE, "evaluation": {"max_new_tokens": 24, "batch_size": 4}}
-        for key, value in (overrides or {}).items():
-            raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(raw))
-        return load_profile(path)
-
-    return make
+    return profile_writer(tmp_path, {"extends": "gemma-3-270m", "data": FEW_ROWS, "training": {"eval_rows": 4},
+                                     "sft": SAME_BATCH_TWICE, "evaluation": {"max_new_tokens": 24, "batch_size": 4}},
+                          "real")
 
 
 def test_the_converted_folder_is_the_gguf_to_the_last_logit(gemma_dir, tmp_path):
