@@ -349,9 +349,12 @@ def test_ctrl_c_in_a_real_run_says_once_what_was_kept_and_how_to_continue(tiny_p
     small_run["sft"].update(max_steps=2000, save_steps=2, eval_steps=1000, save_total_limit=None)
     profile = tiny_profile(small_run, name="ctrl-c")
     out = tmp_path / "my run"
+    # A child inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt; a shell's
+    # background job (`make test &`) ignores it, so the child starts with a terminal's default instead.
     run = subprocess.Popen([sys.executable, "-m", "workings", "train", "--profile", str(profile.path), "--out", str(out)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "WORKINGS_RUNS": str(runs)})
+                           env={**os.environ, "WORKINGS_RUNS": str(runs)},
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not list(out.glob("checkpoint-*/trainer_state.json")) and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.2)
