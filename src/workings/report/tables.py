@@ -92,7 +92,7 @@ def qlora_table(predictions: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             "r / alpha": f"{p['r']} / {p['alpha']:g}", "modules": p["modules"],
             "base params": f"{p['base_parameters']:,}", "LoRA params": f"{p['lora_parameters']:,}",
             "trainable %": round(100 * p["lora_parameters"] / p["base_parameters"], 2),
-            "adapter file (MB)": round(p["adapter_bytes"] / 1e6, 2), "saved as": p["save_dtype"],
+            "adapter (MB)": round(p["adapter_bytes"] / 1e6, 2), "saved as": p["save_dtype"],
         })
     return pd.DataFrame(rows).set_index("profile")
 
