@@ -83,14 +83,14 @@ def origin_table(report: Mapping[str, Any]) -> pd.DataFrame:
 # --- QLoRA configuration ---------------------------------------------------------------
 
 def qlora_table(predictions: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Per profile: base quantization, LoRA shape, predicted trainable parameters and adapter size
-    (rows of :func:`workings.models.cost.qlora_prediction`)."""
+    """Per profile: base quantization, LoRA shape, the base's and LoRA's parameters in millions and
+    the adapter's size (rows of :func:`workings.models.cost.qlora_prediction`)."""
     rows = []
     for p in predictions:
         rows.append({
             "profile": p["profile"], "model": p["model"], "base": p["base"],
             "r / alpha": f"{p['r']} / {p['alpha']:g}", "modules": p["modules"],
-            "base params": f"{p['base_parameters']:,}", "LoRA params": f"{p['lora_parameters']:,}",
+            "params (M)": f"{p['base_parameters'] / 1e6:,.1f}", "LoRA (M)": f"{p['lora_parameters'] / 1e6:,.2f}",
             "trainable %": round(100 * p["lora_parameters"] / p["base_parameters"], 2),
             "adapter (MB)": round(p["adapter_bytes"] / 1e6, 2), "saved as": p["save_dtype"],
         })
