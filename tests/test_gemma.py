@@ -141,7 +141,17 @@ def test_a_merged_export_of_the_real_model_answers_as_base_plus_adapter(gemma_pr
     questions = ["State the final answer to the following arithmetic problem: 4 + 3 - 2 ="]
     assert logit_difference(profile, adapter, out, questions) < 1e-3
     card = (out / "README.md").read_text()
-    assert "license: gemma" in card and "Gemma Terms of Use" in card
+    assert "license: gemma" in card and "Gemma Terms of Use" in card and "base_model: google/gemma-3-270m" in card
+
+
+def test_an_adapter_card_loads_the_base_through_workings_and_names_its_hub_source(gemma_profile):
+    from workings.export.card import hub_base
+    from workings.models.loading import loading_code
+
+    profile = gemma_profile()
+    code = loading_code(profile.model, "my-adapter")
+    assert f'from_pretrained(packaged_model_dir("{GEMMA}"))' in code and f'from_pretrained("{GEMMA}")' not in code
+    assert hub_base(profile) == "google/gemma-3-270m"
 
 
 def test_one_grpo_step_on_the_real_model_logs_every_reward(gemma_profile, tmp_path):

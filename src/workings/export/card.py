@@ -14,7 +14,7 @@ from typing import Any
 from workings.config.schema import Profile
 from workings.core.chat import render_prompt
 from workings.core.format import render
-from workings.models.loading import is_tiny, loading_code
+from workings.models.loading import is_packaged, is_tiny, loading_code
 from workings.report.tables import headline_table, markdown_table, mix_table
 
 GEMMA_TERMS = """
@@ -48,6 +48,18 @@ def eval_results(profile: Profile, summaries: Mapping[tuple[str, str], Mapping[s
     return results
 
 
+def hub_base(profile: Profile) -> str | None:
+    """The base's Hub id for the card's metadata: a packaged model's source (``google/gemma-3-270m``),
+    none for the tiny demo model (not on the Hub), else ``model.id``."""
+    if is_tiny(profile.model):
+        return None
+    if is_packaged(profile.model.id):
+        from workings.models.packaged import packaged
+
+        return packaged(profile.model.id).source
+    return profile.model.id
+
+
 def licence(profile: Profile) -> str:
     """The licence an export carries: Gemma's terms for a Gemma base, the project's own (Apache-2.0)
     for the tiny model workings builds itself."""
@@ -62,7 +74,7 @@ def model_card(profile: Profile, *, merged: bool, run: Mapping[str, Any] | None,
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(
-        base_model=None if is_tiny(profile.model) else profile.model.id,  # the tiny demo model is not on the Hub
+        base_model=hub_base(profile),
         library_name="transformers" if merged else "peft", license=licence(profile), datasets=_dataset_ids(profile) or None,
         tags=TAGS + (["merged"] if merged else ["adapter"]), pipeline_tag="text-generation",
         model_name=name, eval_results=eval_results(profile, summaries) or None)

