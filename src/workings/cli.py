@@ -28,16 +28,14 @@ def _profile(args: argparse.Namespace):
     return load_profile(args.profile, named_by=args.profile_from)
 
 
-def again(args: argparse.Namespace, *flags: str) -> str:
-    """The command line that runs ``args``' command again as it was given, plus ``flags``, quoted
-    for a POSIX shell so that it runs as printed (a profile path or folder with spaces included)."""
+def again(args: argparse.Namespace, profile, *flags: str) -> str:
+    """The command line that runs ``args``' command on ``profile`` again with the folders it was
+    given, plus ``flags`` (:func:`workings.config.loading.profile_command`, quoted alike)."""
     import shlex
 
-    words = ["workings", args.command, "--profile", args.profile]
-    for flag in ("mix", "out", "adapter"):
-        if getattr(args, flag, None):
-            words += [f"--{flag}", getattr(args, flag)]
-    return shlex.join([*words, *flags])
+    words = [word for flag in ("mix", "out", "adapter") if getattr(args, flag, None)
+             for word in (f"--{flag}", getattr(args, flag))]
+    return f"{profile_command(profile, args.command)} {shlex.join([*words, *flags])}"
 
 
 def _quiet_libraries() -> None:
@@ -66,11 +64,9 @@ def positive_int(text: str) -> int:
 
 
 def build_mix_command(args: argparse.Namespace) -> int:
-    from workings.data.mix import build_mix, mix_provenance, save_mix
-    from workings.models.loading import load_tokenizer
-
-    from workings.data.mix import is_saved_mix
+    from workings.data.mix import build_mix, is_saved_mix, mix_provenance, save_mix
     from workings.files import check_replaceable
+    from workings.models.loading import load_tokenizer
 
     profile = _profile(args)
     out = Path(args.out) if args.out else run_dir(profile) / "mix"
@@ -288,7 +284,7 @@ def _kept_after_interrupt(args: argparse.Namespace) -> str:
         saved = checkpoints(out)
         if not saved:
             return f"no checkpoint was saved yet in {out}; run the same command to start again"
-        return f"checkpoints are kept in {out} (newest {saved[-1].name}); continue with: {again(args, '--resume')}"
+        return f"checkpoints are kept in {out} (newest {saved[-1].name}); continue with: {again(args, profile, '--resume')}"
     if args.command == "evaluate":
         return "the replies generated so far are kept under the eval folder; run the same command to continue"
     if args.command == "build-mix":
