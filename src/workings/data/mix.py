@@ -40,9 +40,8 @@ from tqdm import tqdm
 from workings.core.chat import prompt_completion
 from workings.data.dedup import NgramIndex, near_duplicate_pairs, normalise
 from workings.data.example import DataUnavailable, Example, Unusable
-from workings.data.sources import convert, load_rows
+from workings.data.sources import convert, load_rows, reasoning_gym_rows
 from workings.data.synthetic import generate_synthetic
-from workings.data.sources import reasoning_gym_rows
 from workings.files import file_digest, json_digest, module_digests, write_folder
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ documents. A row that cannot be used raises :class:`Unusable` with a short
 from __future__ import annotations
 
 import json
-
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path

@@ -58,15 +58,18 @@ def _cut_at_stop(new: Sequence[int], stops: Sequence[int]) -> tuple[list[int], b
 
 
 def nucleus_processor(top_p: float, first_k: int = 256) -> Any:
-    """A logits processor that keeps exactly the tokens transformers' ``TopPLogitsWarper`` keeps
-    (the most probable ones until their mass reaches ``top_p``; at least one), without sorting the
-    vocabulary.
+    """A logits processor that keeps the tokens transformers' ``TopPLogitsWarper`` keeps (the most
+    probable ones until their mass reaches ``top_p``; at least one), without sorting the vocabulary.
 
     ``TopPLogitsWarper`` sorts every row's whole vocabulary at every step: 262,144 entries for
     Gemma 3, where a nucleus holds a few dozen. This takes the ``first_k`` most probable tokens
     (growing k fourfold for a row whose mass there falls short of ``top_p``) and applies the same
     rule inside them: a token stays while the mass of the more probable ones is below ``top_p``.
-    So the masked scores, and with the same seed the samples, are the warper's.
+    The kept scores are the row's own. The warper adds the whole vocabulary's probabilities in
+    ascending order to find the edge, this the few largest in descending order, so where thousands
+    of tokens share the mass the two float sums may put the edge a few of the least likely tokens
+    apart; among tied scores either may keep other members of the tie. Elsewhere the kept set, and
+    with the same seed the samples, are the warper's.
     """
     import torch
     from transformers import LogitsProcessor

@@ -21,9 +21,6 @@ from workings.config.schema import Profile
 from workings.core.chat import stop_token_ids
 from workings.files import write_folder
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
 def merge_profile(profile: Profile, dtype: str | None = None) -> Profile:
     """The profile's base as a merge needs it: unquantized, on the CPU, in ``dtype`` (default the
     profile's ``model.dtype``, the precision its unquantized weights are loaded in everywhere else)."""
