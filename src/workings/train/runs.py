@@ -384,17 +384,6 @@ def finished_run(out_dir: Path, section: str, options: dict[str, Any]) -> TrainR
                        state.get("log_history", []), summary, already_finished=True)
 
 
-def finished_before(out_dir: Path, *, resume: bool, section: str, options: dict[str, Any]) -> TrainResult | None:
-    """With ``resume``, the run in ``out_dir`` if it finished with these ``options`` (:func:`finished_run`):
-    it is returned untouched, before its folder is even locked."""
-    if not resume or not out_dir.is_dir():
-        return None
-    done = finished_run(out_dir, section, options)
-    if done is not None:
-        log.info("%s: finished (%d steps); left unchanged", out_dir, done.steps)
-    return done
-
-
 def is_run_folder(path: Path) -> bool:
     """Whether ``path`` is a run folder workings wrote (marked, or an earlier version's run with its
     checkpoints, summary or adapter)."""
@@ -436,8 +425,9 @@ def opened_run(profile: Profile, out_dir: Path, *, resume: bool, overwrite: bool
     overwrite starts, and claimed, with every process waiting until it is."""
     from contextlib import nullcontext
 
-    done = finished_before(out_dir, resume=resume, section=section, options=options)
-    if done is not None:
+    done = finished_run(out_dir, section, options) if resume else None
+    if done is not None:  # returned untouched, before its folder is even locked
+        log.info("%s: finished (%d steps); left unchanged", out_dir, done.steps)
         yield RunFolder(out_dir, out_dir, None, finished=done)
         return
     processes = run_processes(profile)
