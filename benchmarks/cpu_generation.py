@@ -2,9 +2,10 @@
 
     python benchmarks/cpu_generation.py                      # gemma-3-270m, 64 prompts x 48 new tokens
     python benchmarks/cpu_generation.py --prompts 32 --threads 1
+    python benchmarks/cpu_generation.py --adapter runs/gemma-3-270m/sft/adapter   # the trained model's replies
 
 Plain is how a script would call ``model.generate`` (sampled: temperature and top-p by
-transformers' warpers, which sort the whole vocabulary every step); the engine is
+transformers' warpers, which sort the whole vocabulary every step, then ``torch.multinomial`` over it); the engine is
 :class:`workings.evaluation.generate.HFEngine` with the same settings. Prints tokens/s of each, the
 ratio, and how many replies are identical (greedy replies must all be: the engine changes nothing
 there but how they are produced).
@@ -22,6 +23,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=None, help="default: the profile's training.threads")
+    parser.add_argument("--adapter", default=None, help="a LoRA adapter on the base (its replies are more peaked)")
     args = parser.parse_args()
 
     import torch
@@ -34,7 +36,7 @@ def main() -> None:
 
     profile = load_profile(args.profile)
     tokenizer = load_tokenizer(profile.model)
-    model = load_for_inference(profile)
+    model = load_for_inference(profile, args.adapter)
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = profile.data.eval_sets[0]
@@ -46,7 +48,7 @@ def main() -> None:
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
     stops = stop_token_ids(tokenizer)
     engine = HFEngine(model, tokenizer)
-    print(f"{profile.name}: {profile.model.id} in {profile.model.dtype}, {torch.get_num_threads()} threads, "
+    print(f"{profile.name}: {profile.model.id}{' + ' + args.adapter if args.adapter else ''} in {profile.model.dtype}, {torch.get_num_threads()} threads, "
           f"{len(questions)} prompts of {spec.name}, {args.new_tokens} new tokens")
 
     def plain(sampled: bool) -> list[list[int]]:

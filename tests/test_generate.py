@@ -186,21 +186,63 @@ def test_the_nucleus_without_a_sort_is_the_one_top_p_keeps_up_to_float_rounding_
     and peaked rows whose nucleus is a handful. transformers adds up the whole vocabulary in
     ascending order to find the edge, this the few largest in descending order: where thousands of
     tokens share the mass, the two float sums may put the edge a few of the least likely tokens
-    apart (at most a thousandth of the mass). Every kept score is the row's own."""
+    apart (at most a thousandth of the mass). Every kept probability is the row's own."""
     import torch
     from transformers import TopPLogitsWarper
 
-    from workings.evaluation.generate import nucleus_processor
+    from workings.evaluation.generate import nucleus
 
     scores = torch.randn(6, 262_144, generator=torch.Generator().manual_seed(0)) * scale
+    scores[0] *= 4  # one row far more peaked than the others: only the others look further
     probs = scores.softmax(dim=-1)
     for top_p in (0.5, 0.95):
         expected = torch.isfinite(TopPLogitsWarper(top_p)(None, scores.clone()))
-        got = nucleus_processor(top_p)(None, scores.clone())
-        kept = torch.isfinite(got)
-        assert torch.equal(got[kept], scores[kept])
+        index, kept_probs = nucleus(scores, top_p)
+        got = torch.zeros_like(scores).scatter_add(1, index, kept_probs)
+        kept = got > 0
+        assert torch.allclose(got[kept], probs[kept], rtol=1e-4, atol=0)
         apart = kept != expected
         assert ((probs * apart).sum(dim=-1) < 1e-3).all()
         assert (apart.sum(dim=-1) <= 0.001 * expected.sum(dim=-1) + 1).all()
         if scale >= 12.0:  # a peaked row's edge is far from any rounding
             assert torch.equal(kept, expected)
+
+
+def within_five_sigma(draws, probs):
+    """Whether the counts of each value among ``draws`` are those ``probs`` predicts, each within
+    five standard deviations (a wrong distribution is off by hundreds of them at these sizes)."""
+    import torch
+
+    counts = torch.bincount(draws, minlength=len(probs)).double()
+    n, p = len(draws), probs.double()
+    return bool(((counts - n * p).abs() <= 5 * (n * p * (1 - p)).sqrt() + 1).all())
+
+
+def test_a_draw_over_whole_rows_follows_the_weights_and_never_takes_a_zero():
+    import torch
+
+    from workings.evaluation.generate import draw_from_whole_rows
+
+    torch.manual_seed(0)
+    weights = torch.rand(1_300, generator=torch.Generator().manual_seed(1)) ** 4  # 1,300: the last block is partial
+    weights[::7] = 0
+    draws = draw_from_whole_rows(weights.expand(40_000, -1).contiguous())[:, 0]
+    assert weights[draws].gt(0).all()
+    assert within_five_sigma(draws, weights / weights.sum())
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9), (1.3, 0.5)])
+def test_the_nucleus_sampler_draws_as_temperature_top_p_and_sampling_would(temperature, top_p):
+    """What generate(do_sample=True, temperature, top_p) draws from: the warpers' distribution."""
+    import torch
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from workings.evaluation.generate import nucleus_sampler
+
+    torch.manual_seed(0)
+    scores = torch.randn(1, 300, generator=torch.Generator().manual_seed(2)) * 2
+    warped = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, scores.clone()))
+    marked = nucleus_sampler(temperature, top_p)(None, scores.expand(40_000, -1).clone())
+    draws = marked.argmax(dim=-1)
+    assert torch.isinf(marked).sum(dim=-1).eq(1).all()  # one token marked per row, the rest untouched
+    assert within_five_sigma(draws, warped.softmax(dim=-1)[0])

@@ -57,38 +57,80 @@ def _cut_at_stop(new: Sequence[int], stops: Sequence[int]) -> tuple[list[int], b
     return (list(new[:ended]), True) if ended is not None else (list(new), False)
 
 
-def nucleus_processor(top_p: float, first_k: int = 256) -> Any:
-    """A logits processor that keeps the tokens transformers' ``TopPLogitsWarper`` keeps (the most
-    probable ones until their mass reaches ``top_p``; at least one), without sorting the vocabulary.
+def nucleus(scores: Any, top_p: float, first_k: int = 256) -> tuple[Any, Any]:
+    """The tokens transformers' ``TopPLogitsWarper`` keeps (the most probable ones until their mass
+    reaches ``top_p``; at least one), found without sorting the vocabulary: ``(index, probs)``, the
+    candidates of each row and their probabilities under the whole row's softmax, 0 where not kept.
 
     ``TopPLogitsWarper`` sorts every row's whole vocabulary at every step: 262,144 entries for
     Gemma 3, where a nucleus holds a few dozen. This takes the ``first_k`` most probable tokens
     (growing k fourfold for a row whose mass there falls short of ``top_p``) and applies the same
     rule inside them: a token stays while the mass of the more probable ones is below ``top_p``.
-    The kept scores are the row's own. The warper adds the whole vocabulary's probabilities in
-    ascending order to find the edge, this the few largest in descending order, so where thousands
-    of tokens share the mass the two float sums may put the edge a few of the least likely tokens
-    apart; among tied scores either may keep other members of the tie. Elsewhere the kept set, and
-    with the same seed the samples, are the warper's.
+    The warper adds the whole vocabulary's probabilities in ascending order to find the edge, this
+    the few largest in descending order, so where thousands of tokens share the mass the two float
+    sums may put the edge a few of the least likely tokens apart; among tied scores either may keep
+    other members of the tie. Elsewhere the kept set is the warper's.
+    """
+    import torch
+
+    scores = scores.float()
+    normaliser = scores.logsumexp(dim=-1, keepdim=True)
+    k = min(first_k, scores.shape[-1])
+    top, index = scores.topk(k, dim=-1)
+    probs = (top - normaliser).exp()
+    short = (probs.sum(dim=-1) < top_p).nonzero()[:, 0]
+    while len(short) and k < scores.shape[-1]:  # only the rows whose mass falls short look further
+        k = min(4 * k, scores.shape[-1])
+        top, more = scores[short].topk(k, dim=-1)
+        wider = torch.nn.functional.pad
+        index, probs = wider(index, (0, k - index.shape[1])), wider(probs, (0, k - probs.shape[1]))
+        index[short], probs[short] = more, (top - normaliser[short]).exp()
+        short = short[probs[short].sum(dim=-1) < top_p]
+    keep = (probs.cumsum(dim=-1) - probs) < top_p  # the mass of the more probable tokens
+    keep[:, 0] = True
+    return index, probs * keep
+
+
+def draw_from_whole_rows(weights: Any, block: int = 512) -> Any:
+    """One index per row of ``weights`` (non-negative, not necessarily normalised), drawn with
+    probability proportional to its weight: a block of ``block`` entries by the blocks' sums, then
+    an entry inside it, which is the same distribution as ``torch.multinomial(weights, 1)`` over the
+    whole row in a tenth of its time on a 262,144-entry vocabulary (the two draws are over a few
+    hundred entries each; the sums are one pass over the row)."""
+    import torch
+
+    rows, size = weights.shape
+    padded = torch.nn.functional.pad(weights, (0, -size % block)).view(rows, -1, block)
+    which = torch.multinomial(padded.sum(dim=-1), 1)
+    inside = padded[torch.arange(rows), which[:, 0]]
+    return which * block + torch.multinomial(inside, 1)
+
+
+def nucleus_sampler(temperature: float, top_p: float) -> Any:
+    """A logits processor that draws each row's next token from the nucleus of its scores at
+    ``temperature`` and returns the scores with that token raised to +inf, for ``generate`` with
+    ``do_sample=False``: its argmax then takes the draw.
+
+    ``generate``'s own sampling draws with ``torch.multinomial`` over the whole vocabulary: 310 ms
+    for 64 rows of 262,144 on 2 cores, against 12 ms for the top 256 and 25 ms for the row's
+    normaliser. The draw has the distribution of transformers' temperature and top-p warpers
+    followed by that sampling (see :func:`nucleus` for its edge); it comes from torch's generator,
+    so a seed repeats it, but it is not the same draw as ``generate``'s for that seed.
     """
     import torch
     from transformers import LogitsProcessor
 
-    class Nucleus(LogitsProcessor):
+    class NucleusSampler(LogitsProcessor):
         def __call__(self, input_ids: Any, scores: Any) -> Any:
-            probs = scores.float().softmax(dim=-1)
-            k = min(first_k, scores.shape[-1])
-            while True:
-                top, index = probs.topk(k, dim=-1)
-                if k == scores.shape[-1] or bool((top.sum(dim=-1) >= top_p).all()):
-                    break
-                k = min(4 * k, scores.shape[-1])
-            keep = (top.cumsum(dim=-1) - top) < top_p  # the mass of the more probable tokens
-            keep[:, 0] = True
-            kept = torch.full_like(scores, float("-inf"))
-            return kept.scatter(1, index, torch.where(keep, scores.gather(1, index), float("-inf")))
+            scaled = scores / temperature if temperature != 1.0 else scores
+            if top_p < 1.0:
+                index, probs = nucleus(scaled, top_p)
+                token = index.gather(1, torch.multinomial(probs, 1))  # multinomial normalises the kept mass
+            else:
+                token = draw_from_whole_rows((scaled - scaled.amax(dim=-1, keepdim=True)).exp())
+            return scores.scatter_(1, token, float("inf"))
 
-    return Nucleus()
+    return NucleusSampler()
 
 
 class HFEngine(Engine):
@@ -109,12 +151,10 @@ class HFEngine(Engine):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             mask[row, width - len(ids):] = 1
         kwargs: dict[str, Any] = {"do_sample": False}
-        if sampling.temperature > 0:
-            kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": 1.0}
-            if sampling.top_p < 1.0:  # the same nucleus as transformers' warper, without sorting the vocabulary
-                from transformers import LogitsProcessorList
+        if sampling.temperature > 0:  # drawn inside the nucleus, taken by generate's argmax (nucleus_sampler)
+            from transformers import LogitsProcessorList
 
-                kwargs["logits_processor"] = LogitsProcessorList([nucleus_processor(sampling.top_p)])
+            kwargs["logits_processor"] = LogitsProcessorList([nucleus_sampler(sampling.temperature, sampling.top_p)])
         torch.manual_seed(seed)
         device = next(self.model.parameters()).device
         with torch.no_grad():
