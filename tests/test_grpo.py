@@ -142,6 +142,32 @@ def test_grpo_trains_the_adapter_in_float32_over_a_4bit_base(tiny_profile, small
     assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
 
 
+def test_grpo_rollouts_are_drawn_by_the_nucleus_sampler_and_differ_within_a_group(tiny_profile, small_grpo, runs):
+    """generate decodes greedily and takes the sampler's draws: were the sampler lost, the group's
+    replies would be one greedy reply eight times."""
+    import torch
+
+    from workings.core.chat import render_prompt
+    from workings.rl.grpo import build_grpo_trainer
+    from workings.train.runs import ensure_profile_mix
+
+    profile = tiny_profile(small_grpo, name="rollouts")
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    trainer, _ = build_grpo_trainer(profile, ensure_profile_mix(profile, progress=False), runs / "rollouts" / "grpo",
+                                    runs / "rollouts" / "sft" / "adapter", progress=False)
+    assert trainer.generation_config.do_sample is False
+    tokenizer = trainer.processing_class
+    prompt = tokenizer(render_prompt("What is 12 + 30?", tokenizer), add_special_tokens=False, return_tensors="pt")
+    replies = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        out = trainer.model.generate(input_ids=prompt["input_ids"].repeat(8, 1), attention_mask=prompt["attention_mask"].repeat(8, 1),
+                                     generation_config=trainer.generation_config)
+        replies.append([tuple(row) for row in out[:, prompt["input_ids"].shape[1]:].tolist()])
+    assert len(set(replies[0])) > 1
+    assert replies[0] == replies[1]  # the draws come from torch's generator: a seed repeats them
+
+
 def test_the_share_of_bfloat16_weights_a_step_cannot_move():
     import torch
 

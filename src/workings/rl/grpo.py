@@ -16,6 +16,7 @@ the earlier run only once the new one has finished, the divergence guard, Tensor
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -29,7 +30,7 @@ from workings.config.loading import run_dir
 from workings.config.schema import Profile, ProfileError
 from workings.core.chat import render_prompt, stop_token_ids, tokenizer_adds_bos
 from workings.core.rewards import correctness, reward_functions
-from workings.evaluation.generate import SamplingConfig, generate, vllm_available
+from workings.evaluation.generate import SamplingConfig, generate, nucleus_sampler, vllm_available
 from workings.files import file_digest
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.runs import (TrainResult, adapter_dtype_on_save, adapter_state, check_environment, checkpoints,
@@ -155,6 +156,28 @@ def choose_prompts(profile: Profile, model: Any, tokenizer: Any, train_rows: Any
     return selection, report
 
 
+def draw_rollouts_in_the_nucleus(trainer: Any) -> bool:
+    """Have the trainer's rollouts drawn by :func:`~workings.evaluation.generate.nucleus_sampler`,
+    as evaluation's are: the distribution of ``generate``'s temperature, top-p and multinomial, in a
+    third of the time on Gemma 3's vocabulary. False, and nothing changed, where the rollouts come
+    from vLLM or transformers' paged generation, or a setting the sampler does not apply (``top_k``, ``min_p``, ``repetition_penalty``,
+    ``generation_kwargs``) asks for transformers' own sampling.
+    """
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    args = trainer.args
+    if args.use_vllm or args.use_transformers_paged or args.top_k or args.min_p is not None or args.repetition_penalty != 1.0 or args.generation_kwargs:
+        return False
+    # generate decodes greedily and its argmax takes the sampler's draw; TRL scales the policy's
+    # log-probabilities by args.temperature itself, so the loss sees the distribution drawn from.
+    kwargs = {**trainer.generation_kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+              "min_p": None}
+    trainer.generation_kwargs, trainer.generation_config = kwargs, GenerationConfig(**kwargs, disable_compile=True)
+    sampler = LogitsProcessorList([nucleus_sampler(args.temperature, args.top_p)])
+    trainer.model.generate = functools.partial(trainer.model.generate, logits_processor=sampler)
+    return True
+
+
 def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapter: str | Path, *,
                        selection: list[dict[str, Any]] | None = None, progress: bool = True,
                        callbacks: list[Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -203,6 +226,7 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
                               callbacks=[divergence_guard(None), adapter_dtype_on_save(profile.lora.save_dtype), tensorboard,
                                          *(callbacks or [])])
     adapter_weights_to_float32(trainer.model)  # TRL cast them to bfloat16 over a quantized base
+    draw_rollouts_in_the_nucleus(trainer)
     if not progress:
         trainer.remove_callback(PrinterCallback)
     return keep_adapter_dtypes_on_resume(trainer), {"report": report, "selection": selection}
