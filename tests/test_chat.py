@@ -60,6 +60,15 @@ def test_each_prompt_layout_is_the_turn_its_users_send(tokenizer):
     assert list(PROMPT_LAYOUTS) == ["project", "question_only", "seed", "seed_instruction"]
 
 
+def test_the_few_shot_layout_shows_three_worked_exchanges_in_chat_turns_before_the_project_prompt(tokenizer):
+    q = "Ava has 4 pens. How many?"
+    prompt = render_prompt(q, tokenizer, "few_shot")
+    assert prompt.count("<start_of_turn>model\n<reasoning>") == 3
+    assert prompt.count("<bos>") == 1
+    assert prompt.endswith(render_prompt(q, tokenizer).removeprefix("<bos>"))
+    assert "<start_of_turn>model\n<reasoning>12 * 4 = 48</reasoning>\n<answer>48</answer><end_of_turn>\n" in prompt
+
+
 def test_an_unknown_layout_is_refused_with_the_known_ones(tokenizer):
     with pytest.raises(ValueError, match="unknown prompt layout 'chatml'; known: project, question_only, seed"):
         render_prompt("Q?", tokenizer, "chatml")

@@ -143,6 +143,20 @@ def test_evaluate_saves_its_table_and_names_predictions_by_the_model(tiny_profil
     assert len(list(out.glob("results-*.csv"))) == 2 and (out / f"results-{first}.csv").is_file()
 
 
+def test_evaluate_in_another_layout_asks_it_and_keeps_the_project_layouts_files(tiny_profile, small_run, runs, capsys):
+    import json
+
+    profile = tiny_profile(small_run, name="layouts")
+    assert main(["evaluate", "--profile", str(profile.path), "--quiet"]) == 0
+    assert main(["evaluate", "--profile", str(profile.path), "--layout", "few_shot", "--quiet"]) == 0
+    out = runs / "layouts" / "eval"
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == ["base", "base-few_shot"]
+    assert sorted(p.name for p in out.glob("results-*.md")) == ["results-base-few_shot.md", "results-base.md"]
+    assert "in the `few_shot` layout" in (out / "results-base-few_shot.md").read_text()
+    asked = [json.loads(p.read_text())["layout"] for p in out.rglob("settings.json")]
+    assert sorted(asked) == ["few_shot", "project"]
+
+
 def test_version_profiles_and_python_dash_m(capsys):
     with pytest.raises(SystemExit) as exit:
         main(["--version"])

@@ -17,6 +17,7 @@ from pathlib import Path
 from workings import __version__
 from workings.config.environment import PROFILE_VARIABLE, profile_from_environment, profile_name
 from workings.config.loading import load_profile, profile_command, run_dir
+from workings.core.chat import LAYOUTS
 
 
 class UsageError(Exception):
@@ -200,14 +201,16 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if adapter is not None:
         models["tuned"] = adapter
     labels = {name: model_label(path) for name, path in models.items()}
-    results = {labels[name]: run_benchmarks(profile, benchmarks, path, out_dir=out, progress=not args.quiet)
+    results = {labels[name]: run_benchmarks(profile, benchmarks, path, out_dir=out, progress=not args.quiet,
+                                            layout=args.layout)
                for name, path in models.items()}
+    # one set of files per model and layout evaluated, named after them, so evaluating another keeps these
+    suffix = "" if args.layout == "project" else f"-{args.layout}"
     for label, by_bench in results.items():
         for bench, scored in by_bench.items():
-            write_predictions(out / "predictions" / label / f"{bench.replace(':', '_')}.jsonl", scored)
+            write_predictions(out / "predictions" / f"{label}{suffix}" / f"{bench.replace(':', '_')}.jsonl", scored)
     summaries = summarise_results(results)
-    # one pair of files per model evaluated, named after it, so evaluating another adapter keeps these
-    stem = out / f"results-{labels.get('tuned', 'base')}"
+    stem = out / f"results-{labels.get('tuned', 'base')}{suffix}"
     results_numbers(summaries).to_csv(stem.with_suffix(".csv"), index=False)
     answered_by = [f"- `base`: {profile.model.id}" + (f" at revision {profile.model.revision}" if profile.model.revision else "")]
     if adapter is not None:
@@ -215,11 +218,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
                            f"{file_digest(adapter / 'adapter_model.safetensors')}) on that base")
     table = results_table(summaries)
     stem.with_suffix(".md").write_text(f"# Results of profile `{profile.name}`\n\n" + "\n".join(answered_by) +
-                                       "\n\nGreedy replies; rates in percent with Wilson 95% intervals.\n\n" +
+                                       f"\n\nGreedy replies to prompts in the `{args.layout}` layout; rates in "
+                                       "percent with Wilson 95% intervals.\n\n" +
                                        markdown_table(table) + "\n")
     print(table.to_string())
     for name, path in models.items():
-        print(f"{labels[name]}: {path or profile.model.id} -> predictions in {out / 'predictions' / labels[name]}")
+        print(f"{labels[name]}: {path or profile.model.id} -> predictions in {out / 'predictions' / (labels[name] + suffix)}")
     print(f"table: {stem.with_suffix('.csv')}, {stem.with_suffix('.md')}")
     return 0
 
@@ -365,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--adapter", default=None,
                        help="adapter folder (default: evaluation.adapter, else runs/<profile>/sft/adapter, else base only)")
     bench.add_argument("--tuned-only", action="store_true", help="skip the base model")
+    bench.add_argument("--layout", default="project", choices=list(LAYOUTS),
+                       help="how the question is put (default: project, the prompt SFT trains on); few_shot shows "
+                            "three worked exchanges first, a base model's fairest baseline")
     bench.add_argument("--out", default=None, help="output folder (default: runs/<profile>/eval)")
     bench.set_defaults(func=evaluate_command)
 

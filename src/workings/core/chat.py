@@ -46,11 +46,11 @@ def training_messages(question: str, reasoning: str, answer: str) -> list[dict[s
 
 
 def render_prompt(question: str, tokenizer: Any, layout: str = "project") -> str:
-    """The prompt text up to and including ``<start_of_turn>model\n``, in one of :data:`PROMPT_LAYOUTS`."""
+    """The prompt text up to and including ``<start_of_turn>model\n``, in one of :data:`LAYOUTS`."""
     try:
-        return PROMPT_LAYOUTS[layout](question, tokenizer)
+        return LAYOUTS[layout](question, tokenizer)
     except KeyError:
-        raise ValueError(f"unknown prompt layout {layout!r}; known: {', '.join(PROMPT_LAYOUTS)}") from None
+        raise ValueError(f"unknown prompt layout {layout!r}; known: {', '.join(LAYOUTS)}") from None
 
 
 def _project_prompt(question: str, tokenizer: Any) -> str:
@@ -78,6 +78,26 @@ PROMPT_LAYOUTS: dict[str, Callable[[str, Any], str]] = {
     "seed": _seed_prompt,
     "seed_instruction": lambda question, tokenizer: _seed_prompt(question, tokenizer, instruction=True),
 }
+
+# Worked exchanges shown before the question in the few-shot layout: arithmetic in the strict format,
+# none of them from a benchmark.
+FEW_SHOT_EXAMPLES = (
+    ("Ava has 7 stickers. She finds 3 more. She gives away 2. How many stickers does Ava have now?",
+     "7 + 3 = 10\n10 - 2 = 8", "8"),
+    ("A box holds 12 pencils. How many pencils are in 4 boxes?", "12 * 4 = 48", "48"),
+    ("What is 25 + 17 - 9?", "25 + 17 = 42\n42 - 9 = 33", "33"),
+)
+
+
+def _few_shot_prompt(question: str, tokenizer: Any) -> str:
+    exchanges = [m for q, reasoning, answer in FEW_SHOT_EXAMPLES for m in training_messages(q, reasoning, answer)]
+    return tokenizer.apply_chat_template(exchanges + prompt_messages(question), tokenize=False, add_generation_prompt=True)
+
+
+# A base model's fairest baseline is the prompt that shows it the format before asking: the project's
+# prompt after :data:`FEW_SHOT_EXAMPLES` as earlier turns. Not a layout users send (training and
+# GRPO take PROMPT_LAYOUTS), but evaluated in like one (``workings evaluate --layout few_shot``).
+LAYOUTS: dict[str, Callable[[str, Any], str]] = {**PROMPT_LAYOUTS, "few_shot": _few_shot_prompt}
 
 
 def prompt_completion(question: str, reasoning: str, answer: str, tokenizer: Any) -> dict[str, str]:
