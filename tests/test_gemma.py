@@ -144,6 +144,24 @@ def test_a_merged_export_of_the_real_model_answers_as_base_plus_adapter(gemma_pr
     assert "license: gemma" in card and "Gemma Terms of Use" in card and "base_model: google/gemma-3-270m" in card
 
 
+def test_tunix_gemma3_code_runs_the_real_weights_with_the_logits_and_greedy_tokens_of_transformers(gemma_dir):
+    """The hackathon's rule on the real model: the converted folder is a plain transformers folder
+    in float32, as a merged export is; Tunix loads it with its Gemma 3 code (JAX, own environment)."""
+    from workings.config.environment import tunix_python
+    from workings.core.chat import render_prompt, stop_token_ids
+    from workings.export.tunix import tunix_parity
+    from workings.models.loading import load_tokenizer
+    from workings.config.schema import ModelConfig
+
+    if not tunix_python().is_file():
+        pytest.skip(f"no Tunix environment at {tunix_python()} (make test creates it)")
+    tokenizer = load_tokenizer(ModelConfig(id=GEMMA))
+    prompts = [tokenizer(render_prompt("What is 12 + 30 - 7?", tokenizer), add_special_tokens=False)["input_ids"]]
+    parity = tunix_parity(gemma_dir, prompts, steps=6, stops=stop_token_ids(tokenizer))
+    assert parity.max_logit_difference < 2e-3  # float32 both sides; measured 3.4e-4 over 262,144 logits a position
+    assert (parity.same_greedy, parity.prompts, parity.greedy_tokens) == (1, 1, 6)
+
+
 def test_an_adapter_card_loads_the_base_through_workings_and_names_its_hub_source(gemma_profile):
     from workings.export.card import hub_base
     from workings.models.loading import loading_code

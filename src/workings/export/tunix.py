@@ -1,9 +1,9 @@
-"""The hackathon's rule, as a check: an export loads and runs in Tunix's Gemma 2 code (JAX).
+"""The hackathon's rule, as a check: an export loads and runs in Tunix's Gemma code (JAX).
 
 Tunix needs JAX and Flax, and the project's environment holds torch; the two live apart. This
 module is both sides: :func:`main` runs in the Tunix environment (``.venv-tunix``, made by
-``make``; nothing here imports torch at module level) and loads a merged export with
-``tunix.models.gemma.params_safetensors``, the model config read from the export's
+``make``; nothing here imports torch at module level) and loads a merged export with Tunix's
+Gemma 2 or Gemma 3 ``params_safetensors``, the model config read from the export's
 ``config.json``; :func:`tunix_parity` runs in the project's environment, calls it in a subprocess
 and compares its logits and greedy tokens with the Hugging Face model's.
 """
@@ -23,12 +23,14 @@ from typing import Any
 
 
 def tunix_config(config: dict[str, Any]) -> Any:
-    """Tunix's ``ModelConfig`` of a Hugging Face Gemma 2 ``config.json``."""
+    """Tunix's ``ModelConfig`` of a Hugging Face Gemma 2 or Gemma 3 (text) ``config.json``."""
+    if config.get("model_type") == "gemma3_text":
+        return tunix_gemma3_config(config)
     from tunix.models.gemma import model as gemma
 
     kinds = {"sliding_attention": gemma.AttentionType.LOCAL_SLIDING, "full_attention": gemma.AttentionType.GLOBAL}
     if config.get("model_type") != "gemma2":
-        raise ValueError(f"Tunix's Gemma 2 code loads model_type gemma2, not {config.get('model_type')!r}")
+        raise ValueError(f"Tunix's Gemma code loads model_type gemma2 or gemma3_text, not {config.get('model_type')!r}")
     if config["query_pre_attn_scalar"] != config["head_dim"]:
         raise ValueError("Tunix's Gemma 2 scales queries by head_dim; this config scales by query_pre_attn_scalar")
     return gemma.ModelConfig(
@@ -38,6 +40,36 @@ def tunix_config(config: dict[str, Any]) -> Any:
         use_post_attn_norm=True, use_post_ffw_norm=True,
         attention_types=tuple(kinds[kind] for kind in config["layer_types"]),
         attn_logits_soft_cap=config["attn_logit_softcapping"], sliding_window_size=config["sliding_window"])
+
+
+def tunix_gemma3_config(config: dict[str, Any]) -> Any:
+    """Tunix's Gemma 3 ``ModelConfig`` of a Hugging Face ``gemma3_text`` config, refused where Tunix's
+    code would compute something else: it fixes the layers' attention pattern (five sliding, one
+    global), the RMSNorm epsilon (1e-6) and unscaled rotary embeddings, and scales queries by
+    head_dim."""
+    import itertools
+
+    from tunix.models.gemma3 import model as gemma3
+
+    kinds = {gemma3.AttentionType.LOCAL_SLIDING: "sliding_attention", gemma3.AttentionType.GLOBAL: "full_attention"}
+    pattern = [kinds[kind] for _, kind in zip(range(config["num_hidden_layers"]), itertools.cycle(gemma3.GEMMA3_ATTENTION_PATTERN))]
+    rope = config.get("rope_parameters") or {}
+    problems = {
+        "layer_types": config.get("layer_types") not in (None, pattern),
+        "query_pre_attn_scalar": config["query_pre_attn_scalar"] != config["head_dim"],
+        "rms_norm_eps": abs(config.get("rms_norm_eps", 1e-6) - 1e-6) > 1e-9,
+        "rope_parameters": any(r.get("rope_type", "default") != "default" for r in rope.values()),
+        "attn_logit_softcapping": config.get("attn_logit_softcapping") is not None,
+        "final_logit_softcapping": config.get("final_logit_softcapping") is not None,
+    }
+    if any(problems.values()):
+        raise ValueError(f"Tunix's Gemma 3 code computes this config.json differently: {', '.join(k for k, v in problems.items() if v)}")
+    return gemma3.ModelConfig(
+        num_layers=config["num_hidden_layers"], num_embed=config["vocab_size"], embed_dim=config["hidden_size"],
+        hidden_dim=config["intermediate_size"], num_heads=config["num_attention_heads"], head_dim=config["head_dim"],
+        num_kv_heads=config["num_key_value_heads"], sliding_window_size=config["sliding_window"],
+        local_base_frequency=int(rope.get("sliding_attention", {}).get("rope_theta", 10_000)),
+        global_base_frequency=int(rope.get("full_attention", {}).get("rope_theta", 1_000_000)))
 
 
 def tunix_logits(model: Any, tokens: Any, valid: int | None = None) -> Any:
@@ -58,15 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m workings.export.tunix MODEL_DIR JOB.json OUT.npz``: logits of each prompt and its greedy tokens."""
     import jax.numpy as jnp
     import numpy as np
-    from tunix.models.gemma import params_safetensors
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("model_dir")
     parser.add_argument("job", help="JSON: {prompts: [[ids], ...], steps: n, stops: [ids]}")
     parser.add_argument("out")
     args = parser.parse_args(argv)
     job = json.loads(Path(args.job).read_text())
-    config = tunix_config(json.loads((Path(args.model_dir) / "config.json").read_text()))
+    hf_config = json.loads((Path(args.model_dir) / "config.json").read_text())
+    config = tunix_config(hf_config)
+    if hf_config["model_type"] == "gemma3_text":
+        from tunix.models.gemma3 import params_safetensors
+    else:
+        from tunix.models.gemma import params_safetensors
     model = params_safetensors.create_model_from_safe_tensors(args.model_dir, config, dtype=jnp.float32)
     arrays = {}
     width = max(len(p) for p in job["prompts"]) + job["steps"]  # one shape for every call
