@@ -144,6 +144,26 @@ def test_a_merged_export_of_the_real_model_answers_as_base_plus_adapter(gemma_pr
     assert "license: gemma" in card and "Gemma Terms of Use" in card and "base_model: google/gemma-3-270m" in card
 
 
+def test_the_kaggle_notebook_answers_with_a_merged_export_of_the_real_model_as_workings_does(gemma_profile, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from workings.evaluation.generate import SamplingConfig, generate
+    from workings.export.notebook import run_inference_notebook
+    from workings.models.loading import load_tokenizer
+
+    profile = gemma_profile({"model": {"dtype": "float32"}}, name="kaggle")
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    out = tmp_path / "merged"
+    assert main(["export", "--profile", str(profile.path), "--to", str(out), "--merge", "--quiet"]) == 0
+    questions = ["What is 12 + 30 - 7?"]
+    (prediction,) = run_inference_notebook(out, [{"id": 0, "question": questions[0]}], tmp_path / "notebook",
+                                           batch_size=1, max_new_tokens=16)
+    merged = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="eager").eval()
+    (ours,) = generate(merged, load_tokenizer(profile.model), questions, SamplingConfig(max_new_tokens=16, batch_size=1))
+    assert prediction["response"] == ours.text.strip() and len(ours.text) > 10
+
+
 def test_tunix_gemma3_code_runs_the_real_weights_with_the_logits_and_greedy_tokens_of_transformers(gemma_dir):
     """The hackathon's rule on the real model: the converted folder is a plain transformers folder
     in float32, as a merged export is; Tunix loads it with its Gemma 3 code (JAX, own environment)."""
