@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=None, help="default: the profile's training.threads")
     parser.add_argument("--adapter", default=None, help="a LoRA adapter on the base (its replies are more peaked)")
+    parser.add_argument("--attn", default=None, help="attention implementation instead of the profile's (sdpa, eager)")
     args = parser.parse_args()
 
     import torch
@@ -36,6 +37,8 @@ def main() -> None:
 
     profile = load_profile(args.profile)
     tokenizer = load_tokenizer(profile.model)
+    if args.attn:
+        profile.model.attn_implementation = args.attn
     model = load_for_inference(profile, args.adapter)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -48,7 +51,7 @@ def main() -> None:
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
     stops = stop_token_ids(tokenizer)
     engine = HFEngine(model, tokenizer)
-    print(f"{profile.name}: {profile.model.id}{' + ' + args.adapter if args.adapter else ''} in {profile.model.dtype}, {torch.get_num_threads()} threads, "
+    print(f"{profile.name}: {profile.model.id}{' + ' + args.adapter if args.adapter else ''} in {profile.model.dtype}, {profile.model.attn_implementation} attention, {torch.get_num_threads()} threads, "
           f"{len(questions)} prompts of {spec.name}, {args.new_tokens} new tokens")
 
     def plain(sampled: bool) -> list[list[int]]:
