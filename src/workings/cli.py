@@ -206,9 +206,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
                for name, path in models.items()}
     # one set of files per model and layout evaluated, named after them, so evaluating another keeps these
     suffix = "" if args.layout == "project" else f"-{args.layout}"
+    predictions = {label: out / "predictions" / f"{label}{suffix}" for label in results}
     for label, by_bench in results.items():
         for bench, scored in by_bench.items():
-            write_predictions(out / "predictions" / f"{label}{suffix}" / f"{bench.replace(':', '_')}.jsonl", scored)
+            write_predictions(predictions[label] / f"{bench.replace(':', '_')}.jsonl", scored)
     summaries = summarise_results(results)
     stem = out / f"results-{labels.get('tuned', 'base')}{suffix}"
     results_numbers(summaries).to_csv(stem.with_suffix(".csv"), index=False)
@@ -223,7 +224,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
                                        markdown_table(table) + "\n")
     print(table.to_string())
     for name, path in models.items():
-        print(f"{labels[name]}: {path or profile.model.id} -> predictions in {out / 'predictions' / (labels[name] + suffix)}")
+        print(f"{labels[name]}: {path or profile.model.id} -> predictions in {predictions[labels[name]]}")
     print(f"table: {stem.with_suffix('.csv')}, {stem.with_suffix('.md')}")
     return 0
 

@@ -79,10 +79,10 @@ def nucleus(scores: Any, top_p: float, first_k: int = 256) -> tuple[Any, Any]:
     top, index = scores.topk(k, dim=-1)
     probs = (top - normaliser).exp()
     short = (probs.sum(dim=-1) < top_p).nonzero()[:, 0]
+    wider = torch.nn.functional.pad
     while len(short) and k < scores.shape[-1]:  # only the rows whose mass falls short look further
         k = min(4 * k, scores.shape[-1])
         top, more = scores[short].topk(k, dim=-1)
-        wider = torch.nn.functional.pad
         index, probs = wider(index, (0, k - index.shape[1])), wider(probs, (0, k - probs.shape[1]))
         index[short], probs[short] = more, (top - normaliser[short]).exp()
         short = short[probs[short].sum(dim=-1) < top_p]

@@ -156,18 +156,19 @@ def choose_prompts(profile: Profile, model: Any, tokenizer: Any, train_rows: Any
     return selection, report
 
 
-def draw_rollouts_in_the_nucleus(trainer: Any) -> bool:
+def draw_rollouts_in_the_nucleus(trainer: Any) -> None:
     """Have the trainer's rollouts drawn by :func:`~workings.evaluation.generate.nucleus_sampler`,
     as evaluation's are: the distribution of ``generate``'s temperature, top-p and multinomial, in a
-    third of the time on Gemma 3's vocabulary. False, and nothing changed, where the rollouts come
-    from vLLM or transformers' paged generation, or a setting the sampler does not apply (``top_k``, ``min_p``, ``repetition_penalty``,
-    ``generation_kwargs``) asks for transformers' own sampling.
+    third of the time on Gemma 3's vocabulary. Nothing changes where the rollouts come from vLLM or
+    transformers' paged generation, or where a setting the sampler does not apply (``top_k``,
+    ``min_p``, ``repetition_penalty``, ``generation_kwargs``) asks for transformers' own sampling.
     """
     from transformers import GenerationConfig, LogitsProcessorList
 
     args = trainer.args
-    if args.use_vllm or args.use_transformers_paged or args.top_k or args.min_p is not None or args.repetition_penalty != 1.0 or args.generation_kwargs:
-        return False
+    if (args.use_vllm or args.use_transformers_paged or args.top_k or args.min_p is not None
+            or args.repetition_penalty != 1.0 or args.generation_kwargs):
+        return
     # generate decodes greedily and its argmax takes the sampler's draw; TRL scales the policy's
     # log-probabilities by args.temperature itself, so the loss sees the distribution drawn from.
     kwargs = {**trainer.generation_kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
@@ -175,7 +176,6 @@ def draw_rollouts_in_the_nucleus(trainer: Any) -> bool:
     trainer.generation_kwargs, trainer.generation_config = kwargs, GenerationConfig(**kwargs, disable_compile=True)
     sampler = LogitsProcessorList([nucleus_sampler(args.temperature, args.top_p)])
     trainer.model.generate = functools.partial(trainer.model.generate, logits_processor=sampler)
-    return True
 
 
 def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapter: str | Path, *,
