@@ -1,6 +1,6 @@
 """GRPO speed of a profile's settings on one GPU: seconds per step, generation tokens/s, peak memory.
 
-Each variant runs :func:`workings.rl.grpo.build_grpo_trainer`, the code ``workings grpo`` runs,
+Each variant runs :func:`workings.train.grpo.build_grpo_trainer`, the code ``workings grpo`` runs,
 with the profile's ``grpo:`` section as it is, on:
 
 - a randomly initialised model of the profile's shapes (gemma-2-2b-it's shipped config for
@@ -56,7 +56,7 @@ def bench(profile, mix_dir: Path, adapter: Path, out_dir: Path, steps: int, warm
     import torch
     from transformers import TrainerCallback
 
-    from workings.rl.grpo import build_grpo_trainer
+    from workings.train.grpo import build_grpo_trainer
 
     step_seconds: list[float] = []
     generation: list[tuple[int, float, int, int]] = []  # step, seconds, replies, tokens of each generation call

@@ -45,7 +45,7 @@ def test_an_impossible_grpo_setting_is_refused_naming_its_key(tiny_profile, grpo
 def test_candidate_prompts_take_the_layouts_in_turn_with_one_bos(tiny_profile, small_grpo, tokenizer):
     from datasets import Dataset
 
-    from workings.rl.grpo import candidate_prompts
+    from workings.train.grpo import candidate_prompts
 
     profile = tiny_profile(small_grpo)
     rows = Dataset.from_list([{"id": f"r{i}", "source": "synthetic" if i != 2 else "medical", "question": f"Q{i}?",
@@ -60,7 +60,7 @@ def test_candidate_prompts_take_the_layouts_in_turn_with_one_bos(tiny_profile, s
 def test_a_source_the_mix_does_not_have_is_refused_with_the_ones_it_has(tiny_profile, small_grpo, tokenizer):
     from datasets import Dataset
 
-    from workings.rl.grpo import candidate_prompts
+    from workings.train.grpo import candidate_prompts
 
     profile = tiny_profile({**small_grpo, "reinforcement": {**small_grpo["reinforcement"], "sources": ["gsm8k"]}})
     rows = Dataset.from_list([{"id": "r0", "source": "synthetic", "question": "Q?", "answer": "1", "graded": True}])
@@ -69,7 +69,7 @@ def test_a_source_the_mix_does_not_have_is_refused_with_the_ones_it_has(tiny_pro
 
 
 def test_selection_reports_what_it_dropped_per_layout():
-    from workings.rl.grpo import select_by_difficulty
+    from workings.train.grpo import select_by_difficulty
 
     rows = [{"id": str(i), "layout": layout} for i, layout in enumerate(["project", "project", "seed", "seed"])]
     kept, report = select_by_difficulty(rows, [2, 1, 0, 1], samples=2)
@@ -131,7 +131,7 @@ def test_prompts_the_model_never_solves_are_dropped_and_too_few_left_is_an_error
 def test_grpo_trains_the_adapter_in_float32_over_a_4bit_base(tiny_profile, small_grpo, runs):
     import torch
 
-    from workings.rl.grpo import build_grpo_trainer
+    from workings.train.grpo import build_grpo_trainer
     from workings.train.runs import ensure_profile_mix
 
     profile = tiny_profile(small_grpo, name="dtype")
@@ -148,7 +148,7 @@ def test_grpo_rollouts_are_drawn_by_the_nucleus_sampler_and_differ_within_a_grou
     import torch
 
     from workings.core.chat import render_prompt
-    from workings.rl.grpo import build_grpo_trainer
+    from workings.train.grpo import build_grpo_trainer
     from workings.train.runs import ensure_profile_mix
 
     profile = tiny_profile(small_grpo, name="rollouts")
@@ -182,7 +182,7 @@ def test_sft_and_grpo_are_compared_greedy_on_every_benchmark_and_on_the_largest_
         tiny_profile, small_grpo, runs):
     from workings.config.loading import run_dir
     from workings.evaluation.benchmarks import Benchmark
-    from workings.rl.compare import GRPO, SFT, compare_with_sft
+    from workings.evaluation.compare import GRPO, SFT, compare_with_sft
 
     profile = tiny_profile(small_grpo, name="cmp")
     assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
@@ -205,7 +205,7 @@ def test_sft_and_grpo_are_compared_greedy_on_every_benchmark_and_on_the_largest_
 
 def test_a_comparison_without_a_graded_benchmark_is_refused_before_loading(tiny_profile, small_grpo):
     from workings.evaluation.benchmarks import Benchmark
-    from workings.rl.compare import compare_with_sft
+    from workings.evaluation.compare import compare_with_sft
 
     profile = tiny_profile(small_grpo, name="ungraded")
     with pytest.raises(ValueError, match="ungraded: no graded benchmark to compare SFT and GRPO on"):
@@ -265,7 +265,7 @@ def test_a_resumed_grpo_run_reports_its_prompts_and_whole_time_as_an_unbroken_on
                                                                                                runs):
     from transformers import TrainerCallback
 
-    from workings.rl.grpo import train_grpo
+    from workings.train.grpo import train_grpo
 
     class Stop(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -284,3 +284,76 @@ def test_a_resumed_grpo_run_reports_its_prompts_and_whole_time_as_an_unbroken_on
     card = (out / "README.md").read_text()
     assert card.startswith("# GRPO run of profile `resumed`") and "16 prompts, all candidates" in card
     assert f"from the\nSFT adapter `{runs / 'resumed' / 'sft' / 'adapter'}`" in card
+
+
+def reply_log_probs(profile, adapter, tokenizer, replies):
+    """The summed log-probability of each (prompt, completion ids) reply under the base with ``adapter``."""
+    import torch
+
+    from workings.models.loading import load_for_inference
+
+    model = load_for_inference(profile, adapter)
+    totals = []
+    with torch.no_grad():
+        for prompt, completion in replies:
+            prompt_ids = tokenizer(prompt)["input_ids"]
+            ids = torch.tensor([prompt_ids + completion])
+            logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
+            totals.append(logits.log_softmax(-1).gather(1, torch.tensor(completion)[:, None]).sum().item())
+    return totals
+
+
+def test_one_grpo_step_moves_the_policy_toward_the_replies_rewarded_above_their_group(tiny_profile, small_grpo, runs,
+                                                                                       tokenizer, monkeypatch):
+    """Every group has reward spread (a reply's reward is the share of its tokens with an even id, which
+    a random model's replies differ in); after one step the replies rewarded above their group's mean
+    are more likely, relative to those below it, than under the adapter GRPO started from. A sign
+    error in the advantage or the loss, or a step that moved nothing, fails it."""
+    import workings.train.grpo as grpo
+
+    seen = []
+
+    def correctness(prompts, completions, completion_ids, **kwargs):  # named as the profile's reward
+        rewards = [sum(t % 2 == 0 for t in ids) / len(ids) for ids in completion_ids]
+        seen.extend(zip(prompts, completion_ids, rewards))
+        return rewards
+
+    monkeypatch.setattr(grpo, "reward_functions", lambda names, **kwargs: [correctness])
+    settings = {**small_grpo, "reinforcement": {**small_grpo["reinforcement"], "rewards": ["correctness"]},
+                "grpo": {**small_grpo["grpo"], "max_steps": 1, "reward_weights": [1.0], "beta": 0.0,
+                         "learning_rate": 1.0e-2, "max_completion_length": 6}}
+    profile = tiny_profile(settings, name="learns")
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    assert main(["grpo", "--profile", str(profile.path), "--quiet"]) == 0
+    groups = [seen[i:i + 4] for i in range(0, len(seen), 4)]  # num_generations replies to one prompt, in turn
+    assert len(groups) == 2 and all(len({p for p, _, _ in g}) == 1 for g in groups)
+    assert all(len({r for _, _, r in g}) > 1 for g in groups), "every group needs reward spread for the test to say anything"
+    advantages = [r - sum(x for _, _, x in g) / len(g) for g in groups for _, _, r in g]
+    replies = [(p, list(ids)) for p, ids, _ in seen]
+    before = reply_log_probs(profile, runs / "learns" / "sft" / "adapter", tokenizer, replies)
+    after = reply_log_probs(profile, runs / "learns" / "grpo" / "adapter", tokenizer, replies)
+    moved = sum(a * (y - x) for a, x, y in zip(advantages, before, after))
+    assert moved > 0, f"the step moved the policy away from the better replies ({moved:.4g})"
+
+
+def test_a_grpo_run_is_the_model_evaluate_ask_and_export_take_and_its_card_describes_the_chain(
+        tiny_profile, small_grpo, runs, capsys, tmp_path):
+    profile = tiny_profile(small_grpo, name="chain")
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    assert main(["grpo", "--profile", str(profile.path), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["export", "--profile", str(profile.path), "--to", str(tmp_path / "last"), "--quiet"]) == 0
+    assert f"adapter of {runs / 'chain' / 'grpo' / 'adapter'} exported to" in capsys.readouterr().out
+    card = (tmp_path / "last" / "README.md").read_text()
+    assert "of the `chain` profile, after its stages sft -> grpo." in card
+    assert "### 1. sft\n\nQLoRA SFT with TRL's `SFTTrainer`" in card and "### 2. grpo\n\nGRPO with TRL's `GRPOTrainer`" in card
+    sft_digest = json.loads((runs / "chain" / "grpo" / "run.json").read_text())["started_from"]["digest"]
+    assert f"continuing the adapter of the sft stage (weights digest\n{sft_digest})" in card
+    assert "2 steps of 2 on 16 prompts" in card and "- grpo\n" in card.split("---")[1]  # a tag in the metadata
+    assert main(["export", "--profile", str(profile.path), "--stage", "sft", "--to", str(tmp_path / "first"), "--quiet"]) == 0
+    assert f"adapter of {runs / 'chain' / 'sft' / 'adapter'} exported to" in capsys.readouterr().out
+    assert "after its stages" not in (tmp_path / "first" / "README.md").read_text()
+    assert main(["evaluate", "--profile", str(profile.path), "--tuned-only", "--quiet"]) == 0
+    assert f"{runs / 'chain' / 'grpo' / 'adapter'} -> predictions in" in capsys.readouterr().out
+    assert main(["ask", "What is 2 + 3?", "--profile", str(profile.path), "--stage", "sft", "--adapter", "x"]) == 2
+    assert "--adapter and --stage sft both name the model: give one" in capsys.readouterr().err

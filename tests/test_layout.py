@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "workings"
-STAGES = ["core", "data", "config", "models", "train", "evaluation", "rl", "report", "export"]
+STAGES = ["core", "data", "config", "models", "evaluation", "train", "report", "export"]
 
 
 def sources(*, but: tuple[str, ...] = ()) -> dict[str, str]:

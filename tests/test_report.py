@@ -370,7 +370,7 @@ def test_grpo_curves_plot_every_logged_reward_and_say_when_there_is_no_kl():
     assert drift_ax.get_ylabel() == "entropy" and zero_ax.get_ylim() == (0, 1)
 
 
-@pytest.mark.parametrize("module", ["workings.report.tables", "workings.rl.grpo"])
+@pytest.mark.parametrize("module", ["workings.report.tables", "workings.train.grpo"])
 def test_the_docstring_examples_hold(module):
     import doctest
     import importlib

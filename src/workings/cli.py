@@ -16,7 +16,8 @@ from pathlib import Path
 
 from workings import __version__
 from workings.config.environment import PROFILE_VARIABLE, profile_from_environment, profile_name
-from workings.config.loading import load_profile, profile_command, run_dir
+from workings.config.loading import load_profile, profile_command
+from workings.config.stages import STAGES, previous, run_layout
 from workings.core.chat import LAYOUTS
 
 
@@ -70,7 +71,7 @@ def build_mix_command(args: argparse.Namespace) -> int:
     from workings.models.loading import load_tokenizer
 
     profile = _profile(args)
-    out = Path(args.out) if args.out else run_dir(profile) / "mix"
+    out = Path(args.out) if args.out else run_layout(profile).mix
     check_replaceable(out, "--out" if args.out else "", recognise=is_saved_mix)  # before the tokenizer is fetched
     start = time.perf_counter()
     mix = build_mix(profile.data, load_tokenizer(profile.model), progress=not args.quiet, num_proc=args.num_proc)
@@ -89,8 +90,8 @@ def train_command(args: argparse.Namespace) -> int:
     from workings.train.sft import train
 
     profile = _profile(args)
-    check_environment(profile)  # before the tokenizer is downloaded to build the mix
-    out = Path(args.out) if args.out else run_dir(profile) / "sft"
+    check_environment(profile, "sft")  # before the tokenizer is downloaded to build the mix
+    out = Path(args.out) if args.out else run_layout(profile).stage("sft")
     check_replaceable(out, "--out", recognise=is_run_folder)  # before the mix is built
     mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet, num_proc=args.num_proc)
     result = train(profile, mix_dir, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -107,6 +108,20 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def chosen_adapter(args: argparse.Namespace, profile) -> Path | None:
+    """The adapter a command answers with: ``--adapter``, else ``--stage``'s (``base``: none), else
+    ``evaluation.adapter``, else the last finished stage's; None where no stage has finished."""
+    from workings.evaluation.runs import default_adapter
+
+    if args.adapter is not None and args.stage is not None:
+        raise UsageError(f"--adapter and --stage {args.stage} both name the model: give one")
+    if args.adapter is not None:
+        return Path(args.adapter)
+    if args.stage == "base":
+        return None
+    return default_adapter(profile, args.stage)
+
+
 def _seconds(summary: dict) -> str:
     """A run's time: the whole run's, or this session's where earlier sessions were not timed."""
     if summary.get("seconds") is not None:
@@ -117,17 +132,18 @@ def _seconds(summary: dict) -> str:
 def grpo_command(args: argparse.Namespace) -> int:
     from workings.files import check_replaceable
     from workings.models.loading import check_adapter
-    from workings.rl.grpo import default_sft_adapter, train_grpo
+    from workings.train.grpo import default_sft_adapter, train_grpo
     from workings.train.runs import check_environment, ensure_profile_mix, is_run_folder
 
     profile = _profile(args)
-    check_environment(profile)
+    check_environment(profile, "grpo")
     adapter = Path(args.adapter) if args.adapter else default_sft_adapter(profile)
     if not adapter.is_dir() and not args.adapter:
-        raise UsageError(f"no SFT adapter at {adapter}: train first ({profile_command(profile, 'train')}), "
-                         "or pass --adapter")
+        before = previous(profile, "grpo")
+        raise UsageError(f"no {before.name.upper()} adapter at {adapter}: train first "
+                         f"({profile_command(profile, before.command)}), or pass --adapter")
     check_adapter(adapter)  # before the mix is built or anything is loaded
-    out = Path(args.out) if args.out else run_dir(profile) / "grpo"
+    out = Path(args.out) if args.out else run_layout(profile).stage("grpo")
     check_replaceable(out, "--out", recognise=is_run_folder)
     mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet, num_proc=args.num_proc)
     result = train_grpo(profile, mix_dir, out, adapter, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -157,8 +173,9 @@ def ask_command(args: argparse.Namespace) -> int:
     if args.temperature < 0:
         raise UsageError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
     profile = _profile(args)
-    if args.adapter is not None:
-        check_adapter(args.adapter)
+    adapter = chosen_adapter(args, profile)
+    if adapter is not None:
+        check_adapter(adapter)
     check_machine(profile)
     tokenizer = load_tokenizer(profile.model)
     max_new_tokens = args.max_new_tokens or profile.evaluation.max_new_tokens
@@ -167,7 +184,7 @@ def ask_command(args: argparse.Namespace) -> int:
                           "--max-new-tokens" if args.max_new_tokens else "evaluation.max_new_tokens")
     except PromptTooLong as err:
         raise UsageError(str(err)) from None
-    model = load_for_inference(profile, args.adapter)
+    model = load_for_inference(profile, adapter)
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=args.temperature,
                               top_p=profile.evaluation.top_p, seed=args.seed, batch_size=1)
     print(ask(args.question, model, tokenizer, sampling).as_text())
@@ -178,23 +195,23 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from workings.data.mix import load_mix
     from workings.evaluation.benchmarks import profile_benchmarks
     from workings.evaluation.predictions import write_predictions
-    from workings.evaluation.runs import default_adapter, model_label, run_benchmarks
+    from workings.evaluation.runs import model_label, run_benchmarks
     from workings.evaluation.scoring import summarise_results
     from workings.files import check_writable, file_digest
     from workings.models.loading import check_adapter, check_machine
     from workings.report.tables import markdown_table, results_numbers, results_table
 
     profile = _profile(args)
-    adapter = Path(args.adapter) if args.adapter else default_adapter(profile)
+    adapter = chosen_adapter(args, profile)
     if adapter is not None:  # before the base model spends its time on every benchmark
         check_adapter(adapter)
     elif args.tuned_only:
         raise UsageError(f"--tuned-only needs an adapter: pass --adapter, set evaluation.adapter, or train first "
                          f"({profile_command(profile, 'train')})")
     check_machine(profile)
-    out = Path(args.out) if args.out else run_dir(profile) / "eval"
+    out = Path(args.out) if args.out else run_layout(profile).evaluation
     check_writable(out, f"--out {out}" if args.out else None)
-    mix_dir = run_dir(profile) / "mix"
+    mix_dir = run_layout(profile).mix
     heldout = load_mix(mix_dir)[1] if (mix_dir / "report.json").is_file() else None
     benchmarks = profile_benchmarks(profile, heldout)
     models: dict[str, Path | None] = {} if args.tuned_only else {"base": None}
@@ -231,10 +248,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     from workings.export.run import export
-    from workings.evaluation.runs import default_adapter
 
     profile = _profile(args)
-    adapter = Path(args.adapter) if args.adapter else default_adapter(profile)
+    adapter = chosen_adapter(args, profile)
     if adapter is None:
         raise UsageError(f"no adapter: pass --adapter or train first ({profile_command(profile, 'train')})")
     result = export(profile, adapter, args.to, merge=args.merge, send_it=args.send, dtype=args.dtype)
@@ -283,7 +299,7 @@ def _kept_after_interrupt(args: argparse.Namespace) -> str:
         from workings.train.runs import checkpoints, staging_dir
 
         profile = _profile(args)
-        out = Path(args.out) if args.out else run_dir(profile) / ("sft" if args.command == "train" else "grpo")
+        out = Path(args.out) if args.out else run_layout(profile).stage("sft" if args.command == "train" else "grpo")
         if args.overwrite and staging_dir(out).is_dir():
             return f"the earlier run in {out} is unchanged; the new run's checkpoints are in {staging_dir(out)}"
         saved = checkpoints(out)
@@ -333,6 +349,16 @@ def _run_folder_flags(command: argparse.ArgumentParser, folder: str, resume_note
                        help="train again; the earlier run is replaced only once the new one has finished")
 
 
+MODEL_DEFAULT = "evaluation.adapter, else the adapter of the last finished stage of training.stages"
+
+
+def _stage_flag(command: argparse.ArgumentParser, verb: str, base: bool = False) -> None:
+    choices = [*STAGES, *(["base"] if base else [])]
+    command.add_argument("--stage", default=None, choices=choices,
+                         help=f"{verb} the adapter of this stage's run (runs/<profile>/<stage>/adapter)"
+                              + ("; base: the base model alone" if base else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--profile", default=None,
@@ -361,14 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     rl = commands.add_parser("grpo", parents=[common],
                              help="train the SFT adapter further with GRPO on verifiable rewards")
     rl.add_argument("--adapter", default=None,
-                    help="SFT adapter to start from (default: reinforcement.adapter, else runs/<profile>/sft/adapter)")
+                    help="adapter to start from (default: reinforcement.adapter, else that of the stage before grpo "
+                         "in training.stages: runs/<profile>/sft/adapter)")
     _run_folder_flags(rl, "grpo", resume_note=", on the prompts it chose")
     rl.set_defaults(func=grpo_command)
 
     bench = commands.add_parser("evaluate", parents=[common],
                                 help="ask the base and the tuned model every benchmark of the profile")
-    bench.add_argument("--adapter", default=None,
-                       help="adapter folder (default: evaluation.adapter, else runs/<profile>/sft/adapter, else base only)")
+    bench.add_argument("--adapter", default=None, help=f"adapter folder (default: {MODEL_DEFAULT}, else base only)")
+    _stage_flag(bench, "evaluate")
     bench.add_argument("--tuned-only", action="store_true", help="skip the base model")
     bench.add_argument("--layout", default="project", choices=list(LAYOUTS),
                        help="how the question is put (default: project, the prompt SFT trains on); few_shot shows "
@@ -379,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     question = commands.add_parser("ask", parents=[common],
                                    help="ask one question; prints the reasoning and the answer separately")
     question.add_argument("question", help="the question, in quotes")
-    question.add_argument("--adapter", default=None, help="LoRA adapter folder (default: the base model alone)")
+    question.add_argument("--adapter", default=None, help=f"LoRA adapter folder (default: {MODEL_DEFAULT}, else the base model)")
+    _stage_flag(question, "ask", base=True)
     question.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's evaluation.max_new_tokens")
     question.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     question.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -387,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     hand_in = commands.add_parser("export", parents=[common],
                                   help="export a run's adapter or merged model with its card; send it to the Hub or Kaggle")
-    hand_in.add_argument("--adapter", default=None, help="adapter folder (default: evaluation.adapter, else runs/<profile>/sft/adapter)")
+    hand_in.add_argument("--adapter", default=None, help=f"adapter folder (default: {MODEL_DEFAULT})")
+    _stage_flag(hand_in, "export")
     hand_in.add_argument("--to", required=True,
                          help="a folder, hub:<user>/<repo>, or kaggle:<owner>/<model>/<framework>/<variation>")
     hand_in.add_argument("--merge", action="store_true",

@@ -275,8 +275,14 @@ class TrainingConfig:
     # Threads torch computes with (every command and the book alike); null leaves torch's default.
     # On a CPU the count is part of what a run produces: sums are added in another order.
     threads: int | None = None
+    # The training stages in the order they run (workings.config.stages): the first trains a fresh
+    # adapter, each later one continues the adapter of the one before it.
+    stages: list[str] = field(default_factory=lambda: ["sft", "grpo"])
 
     def validate(self, key: str) -> None:
+        from workings.config.stages import check_chain
+
+        check_chain(self.stages, f"{key}.stages")
         _check(self.threads is None or self.threads >= 1, f"{key}.threads", f"must be at least 1 or null, got {self.threads}")
         _check(self.device in ("cuda", "cpu"), f"{key}.device", f"must be cuda or cpu, got {self.device!r}")
         _check(not self.fsdp or self.device == "cuda", f"{key}.fsdp",
@@ -313,7 +319,7 @@ class EvaluationConfig:
     seed: int = 0
     heldout_rows: int | None = None  # held-out rows of the mix asked per source (all when null)
     engine: str = "hf"  # hf (transformers generate) or vllm (used when installed, hf otherwise)
-    adapter: str | None = None  # an adapter folder to evaluate instead of this profile's own SFT run
+    adapter: str | None = None  # an adapter folder to evaluate instead of this profile's last finished stage
 
     def validate(self, key: str) -> None:
         _check(self.engine in ENGINES, f"{key}.engine", f"must be one of {', '.join(ENGINES)}, got {self.engine!r}")
@@ -341,7 +347,7 @@ class ReinforcementConfig:
     candidates: int | None = 1024  # training rows whose difficulty is estimated (all when null)
     difficulty_samples: int = 4  # sampled replies per candidate; 0 keeps every candidate unmeasured
     layouts: list[str] = field(default_factory=lambda: ["project", "question_only", "seed"])
-    adapter: str | None = None  # the SFT adapter GRPO continues (default: this profile's SFT run's)
+    adapter: str | None = None  # the adapter GRPO continues (default: that of the stage before it in training.stages)
 
     def validate(self, key: str) -> None:
         from workings.core.chat import PROMPT_LAYOUTS

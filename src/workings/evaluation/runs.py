@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from workings.config.loading import run_dir
+from workings.config.stages import produced_adapter, run_layout
 from workings.config.schema import Profile
 from workings.evaluation.benchmarks import Benchmark
 from workings.evaluation.generate import SamplingConfig, vllm_available
@@ -104,7 +104,7 @@ def replies_folder(profile: Profile, settings: dict[str, Any], sampling: Samplin
     """``<out_dir>/<key>``: the folder of one model's replies with one sampling and prompt layout, keyed by
     all three (the project's own layout leaves the key as it was before layouts were measured)."""
     key = {**settings, "sampling": asdict(sampling), **({"layout": layout} if layout != "project" else {})}
-    return Path(out_dir or run_dir(profile) / "eval") / json_digest(key, 10)
+    return Path(out_dir or run_layout(profile).evaluation) / json_digest(key, 10)
 
 
 def replies_file(folder: Path, bench: Benchmark) -> Path:
@@ -127,12 +127,13 @@ def saved_results(profile: Profile, benchmarks: Sequence[Benchmark], adapter: st
     return results
 
 
-def default_adapter(profile: Profile) -> Path | None:
-    """The adapter to evaluate: ``evaluation.adapter`` when set, else this profile's SFT run's (if saved)."""
-    if profile.evaluation.adapter is not None:
+def default_adapter(profile: Profile, stage: str | None = None) -> Path | None:
+    """The adapter a command answers with: that of ``stage`` when named (refused when it has not
+    finished), else ``evaluation.adapter`` when set, else the last finished stage's of the profile's
+    chain (:func:`workings.config.stages.produced_adapter`); None when no stage has finished."""
+    if stage is None and profile.evaluation.adapter is not None:
         return Path(profile.evaluation.adapter)
-    saved = run_dir(profile) / "sft" / "adapter"
-    return saved if saved.is_dir() else None
+    return produced_adapter(profile, stage)
 
 
 def run_benchmarks(profile: Profile, benchmarks: Sequence[Benchmark], adapter: str | Path | None = None,

@@ -8,7 +8,7 @@ no number is typed by hand. ``huggingface_hub.ModelCard`` parses it (a test chec
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from workings.config.schema import Profile
@@ -67,33 +67,78 @@ def licence(profile: Profile) -> str:
     return packaged(profile.model.id).licence if is_packaged(profile.model.id) else "gemma"
 
 
+def run_stage_name(run: Mapping[str, Any]) -> str:
+    """The stage a ``run.json`` summarises (runs written before stages were recorded: GRPO's hold its options)."""
+    return run.get("stage") or ("grpo" if "grpo" in run else "sft")
+
+
+def stage_paragraph(profile: Profile, run: Mapping[str, Any], before: Mapping[str, Any] | None) -> str:
+    """What one stage of the chain did, from its ``run.json``: method, steps, its own numbers, its trainer options."""
+    stage = run_stage_name(run)
+    options = "\n".join(f"- `{key}`: {value}" for key, value in sorted((run.get(stage) or getattr(profile, stage)).items()))
+    if stage == "sft":
+        q = profile.quantization
+        base = f"{q.bits}-bit {q.quant_type}{' with double quantization' if q.double_quant else ''}" if q else profile.model.dtype
+        return f"""QLoRA SFT with TRL's `SFTTrainer`: the base frozen in {base}, LoRA r={profile.lora.r},
+alpha={profile.lora.alpha:g}, dropout={profile.lora.dropout:g} on {', '.join(profile.lora.target_modules)};
+loss on the completion only. {run['steps']:,} optimizer steps, mean training loss {run['train_loss']:.4f}. Trainer options (`trl.SFTConfig`):
+
+{options}"""
+    if stage == "grpo":
+        started = run.get("started_from") or {}
+        origin = run_stage_name(before) if before else (started.get("stage") or "earlier")
+        prompts = run.get("prompts") or {}
+        chosen = (f"{prompts['kept']} prompts kept of {prompts['candidates']} candidates (those its starting model "
+                  f"solved in some but not all of {prompts['samples']} samples)" if prompts.get("samples") else
+                  f"{prompts.get('kept', 'its')} prompts")
+        rewards = "\n".join(f"| {name} | {run['rewards_first_logged'][name]:.3f} | {value:.3f} |"
+                            for name, value in (run.get("rewards_last_logged") or {}).items())
+        table = f"\n\n| reward | first logged | last logged |\n| --- | --- | --- |\n{rewards}" if rewards else ""
+        return f"""GRPO with TRL's `GRPOTrainer`, continuing the adapter of the {origin} stage (weights digest
+{started.get('digest', 'not recorded')}): {run['steps']:,} steps of {run['max_steps']:,} on {chosen}, rewarded by
+programs that check the reply: {', '.join((run.get('reinforcement') or {}).get('rewards', profile.reinforcement.rewards))}.
+Mean reward of a step's replies, first and last logged:{table}
+
+Trainer options (`trl.GRPOConfig`):
+
+{options}"""
+    return f"The `{stage}` stage: {run['steps']:,} steps. Trainer options:\n\n{options}"
+
+
 def model_card(profile: Profile, *, merged: bool, run: Mapping[str, Any] | None, mix_report: Mapping[str, Any] | None,
                summaries: Mapping[tuple[str, str], Mapping[str, float]], tokenizer: Any, name: str,
-               dtype: str | None = None) -> str:
-    """The README of an export named ``name`` (a repository or folder name); ``dtype`` is a merged
-    export's (default the base's ``model.dtype``)."""
+               dtype: str | None = None, earlier: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The README of an export named ``name`` (a repository or folder name) of the adapter that ``run``
+    (its ``run.json``) produced, after the ``earlier`` runs of its chain (first stage first);
+    ``dtype`` is a merged export's (default the base's ``model.dtype``)."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    runs = [*earlier, run] if run else []
     data = ModelCardData(
         base_model=hub_base(profile),
         library_name="transformers" if merged else "peft", license=licence(profile), datasets=_dataset_ids(profile) or None,
-        tags=TAGS + (["merged"] if merged else ["adapter"]), pipeline_tag="text-generation",
+        tags=TAGS + [run_stage_name(r) for r in runs[1:]] + (["merged"] if merged else ["adapter"]),
+        pipeline_tag="text-generation",
         model_name=name, eval_results=eval_results(profile, summaries) or None)
     question = "Ava has 7 stickers. She finds 3 more. She gives away 2. How many stickers does Ava have now?"
     example = render("7 + 3 = 10\n10 - 2 = 8", "8")
-    q = profile.quantization
-    base = f"{q.bits}-bit {q.quant_type}{' with double quantization' if q.double_quant else ''}" if q else profile.model.dtype
-    options = "\n".join(f"- `{key}`: {value}" for key, value in sorted(profile.sft.items()))
+    stages = " -> ".join(run_stage_name(r) for r in runs)
+    if len(runs) > 1:
+        training = "\n\n".join(f"### {i}. {run_stage_name(r)}\n\n{stage_paragraph(profile, r, runs[i - 2] if i > 1 else None)}"
+                                 for i, r in enumerate(runs, 1))
+    elif runs:
+        training = stage_paragraph(profile, runs[0], None)
+    else:
+        training = "The run's `run.json` was not found beside the adapter: how it was trained is unknown."
     mix = markdown_table(mix_table(mix_report)) if mix_report else "The mix report was not found beside the run."
     scores = markdown_table(headline_table(summaries)) if summaries else "Not evaluated."
-    steps = f"{run['steps']:,} optimizer steps, mean training loss {run['train_loss']:.4f}" if run else "unknown"
     body = f"""
 # {name}
 
 `{profile.model.id}` fine-tuned with workings to show its work: it answers with
 its reasoning first and its final answer second, in tags a program can check. This is
 {f'the base with the LoRA adapter merged into its weights ({dtype or profile.model.dtype})' if merged else 'the LoRA adapter'}
-of the `{profile.name}` profile.
+of the `{profile.name}` profile{f', after its stages {stages}' if len(runs) > 1 else ''}.
 
 ## Prompt format
 
@@ -122,11 +167,7 @@ Generation stops at `<end_of_turn>` (see `generation_config.json`).
 
 ## Training
 
-QLoRA SFT with TRL's `SFTTrainer`: the base frozen in {base}, LoRA r={profile.lora.r},
-alpha={profile.lora.alpha:g}, dropout={profile.lora.dropout:g} on {', '.join(profile.lora.target_modules)};
-loss on the completion only. {steps}. Trainer options (`trl.SFTConfig`):
-
-{options}
+{training}
 
 ## Evaluation
 

@@ -13,7 +13,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from workings.config.loading import profile_command, run_dir
+from workings.config.loading import profile_command
+from workings.config.stages import run_layout
 from workings.config.schema import Profile
 from workings.export.card import licence, model_card
 from workings.export.destinations import (Destination, ExportError, parse_destination, require_credentials, send, upload_plan,
@@ -38,7 +39,28 @@ def export_folder(profile: Profile, destination: Destination, merged: bool) -> P
     """Where the export is written: the destination itself for a folder, else under ``runs/<profile>/export/``."""
     if destination.kind == "folder":
         return Path(destination.name)
-    return run_dir(profile) / "export" / f"{destination.kind}-{destination.name.replace('/', '--')}{'-merged' if merged else ''}"
+    return run_layout(profile).exports / f"{destination.kind}-{destination.name.replace('/', '--')}{'-merged' if merged else ''}"
+
+
+def run_chain(adapter: Path) -> list[dict]:
+    """The ``run.json`` of the run that wrote ``adapter`` and of each run it started from, first stage
+    first (each names the adapter it continued, and its digest, in ``started_from``); empty when the
+    adapter has none. The walk stops at an adapter trained again since (its digest differs): that
+    run is not the one this adapter continued."""
+    from workings.files import file_digest
+
+    runs: list[dict] = []
+    folder = Path(adapter).parent
+    while (folder / "run.json").is_file() and len(runs) < 16:  # a chain of copied folders cannot loop forever
+        runs.insert(0, json.loads((folder / "run.json").read_text()))
+        started = runs[0].get("started_from")
+        if not started or not started.get("adapter"):
+            break
+        weights = Path(started["adapter"]) / "adapter_model.safetensors"
+        if not weights.is_file() or file_digest(weights) != started.get("digest"):
+            break
+        folder = weights.parent.parent
+    return runs
 
 
 def evaluation_of(profile: Profile, adapter: Path) -> dict:
@@ -49,7 +71,7 @@ def evaluation_of(profile: Profile, adapter: Path) -> dict:
     from workings.evaluation.runs import saved_results
     from workings.evaluation.scoring import summarise_results
 
-    mix_dir = run_dir(profile) / "mix"
+    mix_dir = run_layout(profile).mix
     heldout = load_mix(mix_dir)[1] if (mix_dir / "report.json").is_file() else None
     benchmarks = profile_benchmarks(profile, heldout)
     results = {"base": saved_results(profile, benchmarks, None), "tuned": saved_results(profile, benchmarks, adapter)}
@@ -84,13 +106,13 @@ def export(profile: Profile, adapter: str | Path, to: str, *, merge: bool = Fals
         require_credentials(destination)  # before anything is loaded
     folder = export_folder(profile, destination, merge)
     check_replaceable(folder, "--to" if destination.kind == "folder" else "")
-    run_file = adapter.parent / "run.json"
-    run = json.loads(run_file.read_text()) if run_file.is_file() else None
-    mix_file = Path(run["mix"]) / "report.json" if run and run.get("mix") else run_dir(profile) / "mix" / "report.json"
+    runs = run_chain(adapter)
+    run = runs[-1] if runs else None
+    mix_file = Path(run["mix"]) / "report.json" if run and run.get("mix") else run_layout(profile).mix / "report.json"
     mix_report = json.loads(mix_file.read_text()) if mix_file.is_file() else None
     name = destination.name if destination.kind == "hub" else folder.absolute().name  # what from_pretrained is given
     card = model_card(profile, merged=merge, run=run, mix_report=mix_report, summaries=evaluation_of(profile, adapter),
-                      tokenizer=load_tokenizer(profile.model), name=name, dtype=dtype)
+                      tokenizer=load_tokenizer(profile.model), name=name, dtype=dtype, earlier=runs[:-1])
     if merge:
         export_merged(profile, adapter, folder, card, dtype=dtype)
     else:

@@ -140,9 +140,10 @@ def context_length(model: ModelConfig) -> int:
     return int(config.max_position_embeddings)
 
 
-def check_machine(profile: Profile) -> None:
+def check_machine(profile: Profile, stage: str | None = None) -> None:
     """Fail before anything is downloaded or loaded when this machine cannot load the profile's
-    model as written: a CUDA profile without CUDA, or a quantized one without bitsandbytes."""
+    model as written (a CUDA profile without CUDA, a quantized one without bitsandbytes) or, for a
+    training ``stage``, compute as that stage's options ask (bfloat16)."""
     import torch
 
     from workings.config.schema import ProfileError
@@ -153,7 +154,7 @@ def check_machine(profile: Profile) -> None:
             f"{where}: training.device: cuda, but this machine has no CUDA device "
             f"(torch {torch.__version__}); run a cpu profile such as demo, or a GPU machine")
     if profile.training.device == "cuda":
-        check_bfloat16(profile, where)
+        check_bfloat16(profile, where, stage)
     if profile.quantization is not None:
         try:
             import bitsandbytes
@@ -167,19 +168,23 @@ def check_machine(profile: Profile) -> None:
                     f"(found {bitsandbytes.__version__}); upgrade it or remove the quantization section")
 
 
-def bfloat16_settings(profile: Profile) -> list[str]:
-    """The profile's keys that ask for bfloat16 arithmetic or storage on the device."""
+def bfloat16_settings(profile: Profile, stage: str | None = None) -> list[str]:
+    """The profile's keys that ask for bfloat16 arithmetic or storage on the device: the model's,
+    and a training ``stage``'s own ``bf16``."""
     keys = []
     if profile.model.dtype == "bfloat16":
         keys.append("model.dtype")
     if profile.quantization is not None and profile.quantization.compute_dtype == "bfloat16":
         keys.append("quantization.compute_dtype")
-    if profile.sft_args().bf16:
-        keys.append("sft.bf16")
+    if stage is not None:
+        from workings.config.stages import stage as registered
+
+        if registered(stage).trainer_config(profile).bf16:
+            keys.append(f"{stage}.bf16")
     return keys
 
 
-def check_bfloat16(profile: Profile, where: str) -> None:
+def check_bfloat16(profile: Profile, where: str, stage: str | None = None) -> None:
     """Refuse bfloat16 on a GPU without it (P100, T4, V100: before Ampere), before anything is loaded.
 
     Such GPUs emulate it slowly or fail in a kernel hours into a run; the fp16 profiles
@@ -189,7 +194,7 @@ def check_bfloat16(profile: Profile, where: str) -> None:
 
     from workings.config.schema import ProfileError
 
-    keys = bfloat16_settings(profile)
+    keys = bfloat16_settings(profile, stage)
     if keys and not torch.cuda.is_bf16_supported(including_emulation=False):
         name = torch.cuda.get_device_name()
         major, minor = torch.cuda.get_device_capability()

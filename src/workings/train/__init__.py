@@ -1,4 +1,5 @@
-"""Training: the shared run machinery (run folders, checkpoints, the divergence guard, adapters) and SFT."""
+"""Training stages: the shared run machinery (run folders, checkpoints, the divergence guard, adapters),
+the stage registry (:mod:`workings.train.stages`), SFT and GRPO."""
 
 import logging
 

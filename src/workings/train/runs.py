@@ -1,7 +1,6 @@
 """The machinery every training stage shares: checks before loading, run folders and checkpoints,
-the divergence guard, saving an adapter, and the mix a profile trains on.
-
-SFT uses it now; GRPO and DPO will use the same pieces.
+the divergence guard, saving an adapter, the mix a profile trains on, and one run lifecycle
+(:func:`run_stage`) that every stage of :mod:`workings.config.stages` trains through.
 """
 
 from __future__ import annotations
@@ -9,13 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workings.config.loading import profile_command, run_dir
+from workings.config.loading import profile_command
 from workings.config.schema import Profile, ProfileError
 from workings.files import MARKER, check_replaceable, check_safetensors, mark, owned, set_aside, write_folder
 
@@ -30,8 +29,9 @@ def _where(profile: Profile) -> str:
     return str(profile.path or profile.name)
 
 
-def check_environment(profile: Profile) -> None:
-    """Fail before any model is loaded when the machine cannot train the profile as written."""
+def check_environment(profile: Profile, stage: str = "sft") -> None:
+    """Fail before any model is loaded when the machine cannot train ``stage`` of the profile as
+    written: its launch, the device, and the packages its own trainer options need."""
     from workings.config.environment import fsdp_launch, world_size
     from workings.config.trainer_options import optimizer_name
     from workings.models.loading import check_machine
@@ -42,25 +42,27 @@ def check_environment(profile: Profile) -> None:
             "launch it with accelerate launch --config_file src/workings/config/accelerate/fsdp-qlora.yaml"
             if profile.training.fsdp else "does not shard, and this run was launched with FSDP; launch it with "
             "accelerate launch --num_processes N (DDP), or use a profile with training.fsdp: true"))
-    check_machine(profile)
+    check_machine(profile, stage)
     processes = world_size()
     if processes != profile.training.processes:
         raise ProfileError(
             f"{_where(profile)}: training.processes: the profile trains with {profile.training.processes} process(es), "
             f"this run has {processes}; launch it with accelerate launch --num_processes {profile.training.processes}, "
             "or write a profile whose batch fits this number")
-    sft = profile.sft_args()
-    optim = optimizer_name(sft)
+    from workings.config.stages import stage as registered
+
+    args = registered(stage).trainer_config(profile)
+    optim = optimizer_name(args)
     if "bnb" in optim or "paged" in optim or "8bit" in optim:
         try:
             import bitsandbytes  # noqa: F401
         except ImportError as err:
-            raise ProfileError(f"{_where(profile)}: sft.optim: {optim} needs bitsandbytes, which does not import ({err})") from None
+            raise ProfileError(f"{_where(profile)}: {stage}.optim: {optim} needs bitsandbytes, which does not import ({err})") from None
     attention = profile.model.attn_implementation
     if attention.startswith("flash_attention"):
         _require_package(profile, "flash_attn", f"model.attn_implementation: {attention} needs flash-attn")
-    if sft.use_liger_kernel:
-        _require_package(profile, "liger_kernel", "sft.use_liger_kernel: needs liger-kernel",
+    if args.use_liger_kernel:
+        _require_package(profile, "liger_kernel", f"{stage}.use_liger_kernel: needs liger-kernel",
                          " (pip install liger-kernel, on a GPU machine)")
 
 
@@ -591,6 +593,127 @@ def whole_run_loss(history: list[dict[str, Any]], resumed_at: int, steps: int, l
     return (total + loss_this_call * (steps - resumed_at)) / steps
 
 
+@dataclass
+class StageRun:
+    """What a stage hands :func:`run_stage` once built: the trainer, ready to train, and what only
+    this stage knows of its run."""
+
+    trainer: Any
+    # the stage's own entries of run.json, from the trainer, its train() output and this session's
+    # seconds, before anything is saved (a check that refuses the run raises here)
+    summarise: Callable[[Any, Any, float], dict[str, Any]]
+    card: Callable[[dict[str, Any]], str]  # the run folder's README, from the whole summary
+
+
+def run_stage(profile: Profile, stage: str, mix_dir: str | Path, out_dir: str | Path, start_from: Path | None, *,
+              resume: bool, overwrite: bool, build: Callable[[Path, Path | None, list[Any]], StageRun],
+              callbacks: list[Any] | None = None) -> TrainResult:
+    """The run lifecycle every stage shares: open the run folder by its rules (:func:`opened_run`),
+    build the stage's trainer in it (``build(work_dir, resumed_from, callbacks)``), train, save the
+    trainer state and the adapter, write ``run.json`` and ``README.md``, and swap the run in.
+
+    ``run.json`` holds what every run records (profile, model, stage, chain, what it started from,
+    steps, time, threads, memory, the stage's options under its name) and the stage's own entries.
+    """
+    from workings.config.stages import previous
+    from workings.files import file_digest
+    from workings.models.loading import renamed_checkpointing_attribute_quiet
+
+    out_dir = Path(out_dir)
+    options = getattr(profile, stage)
+    processes = run_processes(profile)
+    with opened_run(profile, out_dir, resume=resume, overwrite=overwrite, section=stage, options=options) as folder:
+        if folder.finished is not None:
+            return folder.finished
+        work_dir, resumed_from = folder.work_dir, folder.resumed_from
+        clock = run_clock(resumed_from)
+        run = build(work_dir, resumed_from, [clock, *(callbacks or [])])
+        trainer = run.trainer
+        with renamed_checkpointing_attribute_quiet():  # TRL reads the attribute before every generation
+            output = trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
+        own = run.summarise(trainer, output, clock.session_seconds())
+        trainer.save_state()  # trainer_state.json at the top of the run folder (the main process writes it)
+        weights = adapter_state(trainer)  # every process: under FSDP this gathers the shards
+        if processes.is_main_process:
+            save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype, weights)
+        state = trainer.state
+        before = previous(profile, stage) if stage in profile.training.stages else None
+        summary = {
+            "profile": profile.name,
+            "model": profile.model.id,
+            "stage": stage,
+            "chain": list(profile.training.stages),
+            "mix": str(mix_dir),
+            "started_from": None if start_from is None else {
+                "stage": before.name if before else None, "adapter": str(start_from),
+                "digest": file_digest(Path(start_from) / "adapter_model.safetensors")},
+            "steps": state.global_step,
+            "max_steps": state.max_steps,
+            **own,
+            "resumed_from": resumed_from.name if resumed_from else None,
+            **clock.summary(),
+            "threads": torch_threads(),
+            **peak_memory(),
+            stage: options,
+        }
+        if processes.is_main_process:
+            (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
+            (work_dir / "README.md").write_text(run.card(summary))
+            if work_dir != out_dir:
+                swap_in(work_dir, out_dir)
+        processes.wait_for_everyone()  # no process returns before the run folder is complete
+    return TrainResult(out_dir, out_dir / "adapter", state.global_step, summary["seconds"], state.log_history, summary)
+
+
+def start_adapter(profile: Profile, stage: str) -> Path | None:
+    """The adapter ``stage`` continues: the one before it in the profile's chain (None for a stage
+    that trains a fresh adapter); ``reinforcement.adapter`` overrides it for GRPO."""
+    from workings.config.stages import previous, run_layout
+
+    if stage == "grpo" and profile.reinforcement.adapter:
+        return Path(profile.reinforcement.adapter)
+    before = previous(profile, stage)
+    return run_layout(profile).adapter(before.name) if before else None
+
+
+def train_profile_stage(profile: Profile, stage: str, *, progress: bool = True) -> TrainResult:
+    """Train one stage of a profile the way the book does: the profile's mix (built if missing) into
+    the stage's run folder, from the adapter of the stage before it, restarted or resumed as
+    ``training.rerun`` says."""
+    from workings.config.stages import run_layout, stage as registered
+
+    mix_dir = ensure_profile_mix(profile, progress=progress)
+    out_dir = run_layout(profile).stage(stage)
+    resume = bool(checkpoints(out_dir)) and profile.training.rerun == "resume"
+    return registered(stage).runner()(profile, mix_dir, out_dir, start_adapter(profile, stage), resume=resume,
+                                      overwrite=not resume, progress=progress)
+
+
+def stage_adapter(profile: Profile, stage: str, *, progress: bool = True) -> Path:
+    """The adapter of ``stage``'s finished run in the profile's run folder, trained first where it has
+    not finished (after the stages before it, where they have not either): how a chapter that reads
+    a stage's model opens, whether or not the chapter that trains it ran before."""
+    from workings.config.stages import previous, run_layout
+
+    layout = run_layout(profile)
+    if layout.finished(stage):
+        return layout.adapter(stage)
+    before = previous(profile, stage)
+    if before is not None and start_adapter(profile, stage) == layout.adapter(before.name):
+        stage_adapter(profile, before.name, progress=progress)
+    return train_profile_stage(profile, stage, progress=progress).adapter_dir
+
+
+def mix_benchmarks(profile: Profile, *, progress: bool = True) -> list[Any]:
+    """The profile's benchmarks (:func:`workings.evaluation.benchmarks.profile_benchmarks`) with the
+    held-out rows of its mix, built first if missing."""
+    from workings.data.mix import load_mix
+    from workings.evaluation.benchmarks import profile_benchmarks
+
+    _, heldout, _ = load_mix(ensure_profile_mix(profile, progress=progress))
+    return profile_benchmarks(profile, heldout)
+
+
 def ensure_profile_mix(profile: Profile, *, progress: bool = True, num_proc: int = 1) -> Path:
     """The profile's mix folder (``runs/<profile>/mix``), built first if missing or out of date
     (see :func:`workings.data.mix.ensure_mix`)."""
@@ -598,7 +721,9 @@ def ensure_profile_mix(profile: Profile, *, progress: bool = True, num_proc: int
     from workings.data.mix import ensure_mix, mix_provenance, mix_is_current
     from workings.models.loading import load_tokenizer
 
-    mix_dir = run_dir(profile) / "mix"
+    from workings.config.stages import run_layout
+
+    mix_dir = run_layout(profile).mix
     provenance = mix_provenance(profile.name, profile.data, profile.model.id)
     processes = world_size()
     if processes > 1 and not mix_is_current(mix_dir, provenance):

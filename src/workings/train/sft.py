@@ -17,13 +17,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from workings.config.loading import run_dir
 from workings.config.schema import Profile, ProfileError
 from workings.core.chat import END_OF_TURN, tokenizer_adds_bos
-from workings.train.runs import (TrainingDiverged, TrainResult, adapter_dtype_on_save, adapter_state, check_environment,
-                                 check_loss, check_mix, checkpoints, divergence_guard, ensure_profile_mix,
-                                 keep_adapter_dtypes_on_resume, opened_run, peak_memory, run_clock, run_processes,
-                                 save_adapter, swap_in, torch_threads, whole_run_loss)
+from workings.train.runs import (StageRun, TrainResult, adapter_dtype_on_save, check_environment, check_loss, check_mix,
+                                 divergence_guard, keep_adapter_dtypes_on_resume, run_stage, train_profile_stage,
+                                 whole_run_loss)
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +124,13 @@ def build_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *,
     return keep_adapter_dtypes_on_resume(trainer)
 
 
-def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
-          overwrite: bool = False, progress: bool = True, callbacks: list[Any] | None = None) -> TrainResult:
+def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, start_from: str | Path | None = None, *,
+          resume: bool = False, overwrite: bool = False, progress: bool = True,
+          callbacks: list[Any] | None = None) -> TrainResult:
     """Fine-tune the profile's model on the mix in ``mix_dir``; write checkpoints, logs and ``adapter/`` to ``out_dir``.
 
+    SFT trains a fresh adapter on the base: ``start_from`` is refused (the registry's stages share
+    one signature). The run folder follows every stage's rules (:func:`workings.train.runs.run_stage`):
     ``resume`` continues from the newest checkpoint in ``out_dir`` that loads; a run that already
     finished with the same settings is returned as it is, unchanged. A folder that already holds a
     run is never trained over unless ``resume`` or ``overwrite`` says so, and a folder holding files
@@ -137,54 +138,34 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, *, resume:
     and replaces it only once it has finished, so a failure or an interrupt leaves the earlier result
     in place. One process at a time trains in a run folder (:func:`run_lock`).
     """
-    out_dir = Path(out_dir)
-    processes = run_processes(profile)
-    with opened_run(profile, out_dir, resume=resume, overwrite=overwrite, section="sft",
-                    options=profile.sft) as folder:
-        if folder.finished is not None:
-            return folder.finished
-        work_dir, resumed_from = folder.work_dir, folder.resumed_from
-        clock = run_clock(resumed_from)
-        trainer = build_trainer(profile, mix_dir, work_dir, progress=progress, callbacks=[clock, *(callbacks or [])])
-        output = trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
-        seconds = clock.session_seconds()
-        state = trainer.state
+    if start_from is not None:
+        raise ValueError(f"SFT trains a fresh adapter on the base; it does not start from {start_from}")
+
+    def build(work_dir: Path, resumed_from: Path | None, callbacks: list[Any]) -> StageRun:
+        trainer = build_trainer(profile, mix_dir, work_dir, progress=progress, callbacks=callbacks)
         resumed_at = int(resumed_from.name.split("-")[-1]) if resumed_from else 0
-        train_loss = whole_run_loss(state.log_history, resumed_at, state.global_step, output.training_loss)
-        # A run shorter than one logging interval is judged here, on its mean loss.
-        check_loss("mean training loss", train_loss, state.global_step, vocab_size=len(trainer.processing_class),
-                   reference=None, factor=profile.training.divergence_factor, out_dir=work_dir)
-        trainer.save_state()  # trainer_state.json at the top of the run folder (the main process writes it)
-        weights = adapter_state(trainer)  # every process: under FSDP this gathers the shards
-        if processes.is_main_process:
-            save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype, weights)
-        evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
-        tokens_before = _tokens_seen(resumed_from)
-        summary = {
-            "profile": profile.name,
-            "model": profile.model.id,
-            "mix": str(mix_dir),
-            "steps": state.global_step,
-            "max_steps": state.max_steps,
-            "train_loss": train_loss,
-            "final_eval_loss": evals[-1] if evals else None,
-            "tokens_seen": state.num_input_tokens_seen,
-            "resumed_from": resumed_from.name if resumed_from else None,
-            **clock.summary(),
-            "steps_this_session": state.global_step - resumed_at,
-            # the speed of this session: the tokens it trained on over its own time
-            "tokens_per_second": round((state.num_input_tokens_seen - tokens_before) / seconds, 1) if seconds else None,
-            "threads": torch_threads(),
-            **peak_memory(),
-            "sft": profile.sft,
-        }
-        if processes.is_main_process:
-            (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
-            (work_dir / "README.md").write_text(run_card(profile, summary, mix_dir))
-            if work_dir != out_dir:
-                swap_in(work_dir, out_dir)
-        processes.wait_for_everyone()  # no process returns before the run folder is complete
-    return TrainResult(out_dir, out_dir / "adapter", state.global_step, summary["seconds"], state.log_history, summary)
+
+        def summarise(trainer: Any, output: Any, seconds: float) -> dict[str, Any]:
+            state = trainer.state
+            train_loss = whole_run_loss(state.log_history, resumed_at, state.global_step, output.training_loss)
+            # A run shorter than one logging interval is judged here, on its mean loss.
+            check_loss("mean training loss", train_loss, state.global_step, vocab_size=len(trainer.processing_class),
+                       reference=None, factor=profile.training.divergence_factor, out_dir=work_dir)
+            evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
+            tokens_before = _tokens_seen(resumed_from)
+            return {
+                "train_loss": train_loss,
+                "final_eval_loss": evals[-1] if evals else None,
+                "tokens_seen": state.num_input_tokens_seen,
+                "steps_this_session": state.global_step - resumed_at,
+                # the speed of this session: the tokens it trained on over its own time
+                "tokens_per_second": round((state.num_input_tokens_seen - tokens_before) / seconds, 1) if seconds else None,
+            }
+
+        return StageRun(trainer, summarise, lambda summary: run_card(profile, summary, mix_dir))
+
+    return run_stage(profile, "sft", mix_dir, out_dir, None, resume=resume, overwrite=overwrite, build=build,
+                     callbacks=callbacks)
 
 
 def _tokens_seen(checkpoint: Path | None) -> int:
@@ -235,15 +216,8 @@ From this folder:
 
 
 def run_profile(profile: Profile, *, progress: bool = True) -> TrainResult:
-    """Train a profile the way the book does: its mix (built if missing) into ``runs/<profile>/sft``.
-
-    An existing run is restarted or resumed as ``training.rerun`` says.
-    """
-    mix_dir = ensure_profile_mix(profile, progress=progress)
-    out_dir = run_dir(profile) / "sft"
-    existing = checkpoints(out_dir)
-    resume = bool(existing) and profile.training.rerun == "resume"
-    return train(profile, mix_dir, out_dir, resume=resume, overwrite=not resume, progress=progress)
+    """Train a profile's SFT stage the way the book does (:func:`workings.train.runs.train_profile_stage`)."""
+    return train_profile_stage(profile, "sft", progress=progress)
 
 
 def attention_leak(model: Any, sequences: list[list[int]], packed: bool = True) -> float:

@@ -26,16 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workings.config.loading import run_dir
 from workings.config.schema import Profile, ProfileError
 from workings.core.chat import render_prompt, stop_token_ids, tokenizer_adds_bos
 from workings.core.rewards import correctness, reward_functions
 from workings.evaluation.generate import SamplingConfig, generate, nucleus_sampler, vllm_available
-from workings.files import file_digest
 from workings.models.loading import renamed_checkpointing_attribute_quiet
-from workings.train.runs import (TrainResult, adapter_dtype_on_save, adapter_state, check_environment, checkpoints,
-                                 divergence_guard, ensure_profile_mix, keep_adapter_dtypes_on_resume, opened_run,
-                                 peak_memory, run_clock, run_processes, save_adapter, swap_in, torch_threads)
+from workings.train.runs import (StageRun, TrainResult, adapter_dtype_on_save, check_environment, divergence_guard,
+                                 keep_adapter_dtypes_on_resume, run_processes, run_stage, start_adapter,
+                                 train_profile_stage)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +123,11 @@ def grpo_config(profile: Profile, out_dir: str | Path, *, progress: bool = True)
 
 
 def default_sft_adapter(profile: Profile) -> Path:
-    return Path(profile.reinforcement.adapter) if profile.reinforcement.adapter else run_dir(profile) / "sft" / "adapter"
+    """The adapter GRPO continues: ``reinforcement.adapter``, else that of the stage before GRPO in the chain."""
+    adapter = start_adapter(profile, "grpo")
+    if adapter is None:  # the chain's validation keeps GRPO from coming first
+        raise ProfileError(f"{profile.path or profile.name}: training.stages: grpo has no stage before it")
+    return adapter
 
 
 def choose_prompts(profile: Profile, model: Any, tokenizer: Any, train_rows: Any, args: Any, progress: bool,
@@ -197,7 +199,7 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     from workings.models.loading import check_adapter, load_base_model, load_tokenizer
     from workings.models.qlora import adapter_weights_to_float32, continue_adapter
 
-    check_environment(profile)
+    check_environment(profile, "grpo")
     check_adapter(adapter)
     args = grpo_config(profile, out_dir, progress=progress)
     settings = profile.reinforcement
@@ -238,68 +240,47 @@ PROMPTS_FILE, PROMPTS_REPORT = "prompts.jsonl", "prompts.json"  # the chosen pro
 def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapter: str | Path | None = None, *,
                resume: bool = False, overwrite: bool = False, progress: bool = True,
                callbacks: list[Any] | None = None) -> TrainResult:
-    """GRPO on the profile's SFT adapter (or ``adapter``); checkpoints, logs, ``prompts.jsonl`` and ``adapter/`` to ``out_dir``.
+    """GRPO on ``adapter`` (default: the adapter of the stage before GRPO in the profile's chain);
+    checkpoints, logs, ``prompts.jsonl`` and ``adapter/`` to ``out_dir``.
 
-    The run folder follows SFT's rules (:func:`workings.train.sft.train`): nothing is trained over
-    without ``resume`` or ``overwrite``; a finished run with the same settings is returned as it is;
-    one process at a time trains in it. A resumed run trains on the prompts it chose and reports
-    how they were chosen (``prompts.json``) as the first session did.
+    The run folder follows every stage's rules (:func:`workings.train.runs.run_stage`): nothing is
+    trained over without ``resume`` or ``overwrite``; a finished run with the same settings is
+    returned as it is; one process at a time trains in it. A resumed run trains on the prompts it
+    chose and reports how they were chosen (``prompts.json``) as the first session did.
     """
     from workings.files import read_jsonl, write_jsonl
 
-    out_dir = Path(out_dir)
     adapter = Path(adapter) if adapter is not None else default_sft_adapter(profile)
     processes = run_processes(profile)
-    with opened_run(profile, out_dir, resume=resume, overwrite=overwrite, section="grpo",
-                    options=profile.grpo) as folder:
-        if folder.finished is not None:
-            return folder.finished
-        work_dir, resumed_from = folder.work_dir, folder.resumed_from
+
+    def build(work_dir: Path, resumed_from: Path | None, callbacks: list[Any]) -> StageRun:
         saved, saved_report = work_dir / PROMPTS_FILE, work_dir / PROMPTS_REPORT
         selection = read_jsonl(saved) if resumed_from and saved.is_file() else None
-        clock = run_clock(resumed_from)
         trainer, prompts = build_grpo_trainer(profile, mix_dir, work_dir, adapter, selection=selection, progress=progress,
-                                              callbacks=[clock, *(callbacks or [])])
+                                              callbacks=callbacks)
         if selection is None:
             if processes.is_main_process:
                 write_jsonl(saved, prompts["selection"])
                 saved_report.write_text(json.dumps(prompts["report"], indent=1))
         elif saved_report.is_file():
             prompts["report"] = json.loads(saved_report.read_text())
-        with renamed_checkpointing_attribute_quiet():  # TRL reads the attribute before every generation
-            trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
-        state = trainer.state
-        trainer.save_state()  # trainer_state.json at the top of the run folder (the main process writes it)
-        weights = adapter_state(trainer)  # every process: under FSDP this gathers the shards
-        if processes.is_main_process:
-            save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype, weights)
-        rewards = {name: [h[f"rewards/{name}/mean"] for h in state.log_history if f"rewards/{name}/mean" in h]
-                   for name in profile.reinforcement.rewards}
-        summary = {
-            "profile": profile.name,
-            "model": profile.model.id,
-            "mix": str(mix_dir),
-            "started_from": {"adapter": str(adapter), "digest": file_digest(adapter / "adapter_model.safetensors")},
-            "steps": state.global_step,
-            "max_steps": state.max_steps,
-            "prompts": prompts["report"],
-            "rewards_first_logged": {k: v[0] for k, v in rewards.items() if v},
-            "rewards_last_logged": {k: v[-1] for k, v in rewards.items() if v},
-            "resumed_from": resumed_from.name if resumed_from else None,
-            **clock.summary(),
-            "threads": torch_threads(),
-            **peak_memory(),
-            "grpo": profile.grpo,
-            "reinforcement": {k: getattr(profile.reinforcement, k) for k in ("rewards", "layouts", "candidates",
-                                                                              "difficulty_samples", "overlong_buffer")},
-        }
-        if processes.is_main_process:
-            (work_dir / "run.json").write_text(json.dumps(summary, indent=1))
-            (work_dir / "README.md").write_text(grpo_run_card(profile, summary))
-            if work_dir != out_dir:
-                swap_in(work_dir, out_dir)
-        processes.wait_for_everyone()  # no process returns before the run folder is complete
-    return TrainResult(out_dir, out_dir / "adapter", state.global_step, summary["seconds"], state.log_history, summary)
+
+        def summarise(trainer: Any, output: Any, seconds: float) -> dict[str, Any]:
+            history = trainer.state.log_history
+            rewards = {name: [h[f"rewards/{name}/mean"] for h in history if f"rewards/{name}/mean" in h]
+                       for name in profile.reinforcement.rewards}
+            return {
+                "prompts": prompts["report"],
+                "rewards_first_logged": {k: v[0] for k, v in rewards.items() if v},
+                "rewards_last_logged": {k: v[-1] for k, v in rewards.items() if v},
+                "reinforcement": {k: getattr(profile.reinforcement, k) for k in ("rewards", "layouts", "candidates",
+                                                                                  "difficulty_samples", "overlong_buffer")},
+            }
+
+        return StageRun(trainer, summarise, lambda summary: grpo_run_card(profile, summary))
+
+    return run_stage(profile, "grpo", mix_dir, out_dir, adapter, resume=resume, overwrite=overwrite, build=build,
+                     callbacks=callbacks)
 
 
 def grpo_run_card(profile: Profile, summary: dict[str, Any]) -> str:
@@ -346,9 +327,5 @@ The adapter has the shape of the SFT adapter it started from and loads the same 
 
 
 def run_grpo_profile(profile: Profile, *, progress: bool = True) -> TrainResult:
-    """GRPO the way the book runs it: the profile's mix and SFT adapter into ``runs/<profile>/grpo``,
-    restarted or resumed as ``training.rerun`` says."""
-    mix_dir = ensure_profile_mix(profile, progress=progress)
-    out_dir = run_dir(profile) / "grpo"
-    resume = bool(checkpoints(out_dir)) and profile.training.rerun == "resume"
-    return train_grpo(profile, mix_dir, out_dir, resume=resume, overwrite=not resume, progress=progress)
+    """GRPO the way the book runs it (:func:`workings.train.runs.train_profile_stage`)."""
+    return train_profile_stage(profile, "grpo", progress=progress)

@@ -1,0 +1,168 @@
+"""The training stages, one registry entry each, and the run folder that holds what they produce.
+
+A profile trains in a chain of stages (``training.stages``, by default ``[sft, grpo]``): the first
+trains a fresh LoRA adapter on the base, each later one continues the adapter of the stage before
+it. Every stage keeps its trainer's options in the profile section named after it, by TRL's names,
+and writes its run into the folder named after it under the profile's run folder.
+
+"The model this profile produced" is :func:`produced_stage`: the last stage of the chain whose run
+has finished, unless a command's ``--stage`` names another. The registry is data: a stage's code is
+found by the ``module:function`` it names, so this module, low in the package, imports none of it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workings.config.loading import profile_command, run_dir
+from workings.config.schema import Profile, ProfileError
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: what the chain, the command line, the cards and the machine checks know of it."""
+
+    name: str  # its profile section (TRL options), its run folder and its --stage value
+    trainer: str  # the TRL trainer that runs it
+    method: str  # what it does, in a phrase (run and export cards)
+    command: str  # the workings command that runs it
+    train: str  # "module:function" with train(profile, mix_dir, out_dir, start_from, *, resume, overwrite, progress, callbacks)
+    config: str  # "module:function" building its TRL config from a profile: config(profile, **fixed)
+    fresh: bool = False  # trains a new adapter on the base (only a chain's first stage), else continues the one before
+
+    def trainer_config(self, profile: Profile, **fixed: Any) -> Any:
+        """This stage's TRL config for ``profile``: its section over the project's defaults, then ``fixed``."""
+        return _resolve(self.config)(profile, **fixed)
+
+    def options(self, profile: Profile) -> dict[str, Any]:
+        """The profile's own section for this stage, as written."""
+        return dict(getattr(profile, self.name))
+
+    def runner(self) -> Callable[..., Any]:
+        return _resolve(self.train)
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _sft_args(profile: Profile, **fixed: Any) -> Any:
+    return profile.sft_args(**fixed)
+
+
+def _grpo_args(profile: Profile, **fixed: Any) -> Any:
+    return profile.grpo_args(**fixed)
+
+
+STAGES: dict[str, Stage] = {
+    "sft": Stage("sft", "SFTTrainer", "supervised fine-tuning on worked solutions, the loss on the reply only", "train",
+                 "workings.train.sft:train", "workings.config.stages:_sft_args", fresh=True),
+    "grpo": Stage("grpo", "GRPOTrainer", "GRPO on rewards a program checks, from the previous stage's adapter", "grpo",
+                  "workings.train.grpo:train_grpo", "workings.config.stages:_grpo_args"),
+}
+
+
+def stage(name: str, flag: str = "--stage") -> Stage:
+    """The registered stage ``name``; an unknown name is refused naming ``flag`` and the known ones."""
+    if name not in STAGES:
+        raise ProfileError(f"{flag}: unknown stage {name!r}; known: {', '.join(STAGES)}")
+    return STAGES[name]
+
+
+def chain(profile: Profile) -> list[Stage]:
+    """The profile's stages in the order they train (``training.stages``)."""
+    return [stage(name, "training.stages") for name in profile.training.stages]
+
+
+def check_chain(names: list[str], key: str) -> None:
+    """A chain starts with a stage that trains a fresh adapter, continues with stages that do not,
+    and names each stage once (its run folder is named after it)."""
+    for name in names:
+        stage(name, key)
+    if not names:
+        raise ProfileError(f"{key}: needs at least one stage")
+    if len(set(names)) != len(names):
+        raise ProfileError(f"{key}: a stage is named twice ({' -> '.join(names)})")
+    if not STAGES[names[0]].fresh:
+        fresh = [s.name for s in STAGES.values() if s.fresh]
+        raise ProfileError(f"{key}: {names[0]} continues an adapter and cannot come first; start with {' or '.join(fresh)}")
+    later = [n for n in names[1:] if STAGES[n].fresh]
+    if later:
+        raise ProfileError(f"{key}: {later[0]} trains a fresh adapter and can only come first ({' -> '.join(names)})")
+
+
+def previous(profile: Profile, name: str) -> Stage | None:
+    """The stage ``name`` starts from: the one before it in the profile's chain (None for the first)."""
+    names = [s.name for s in chain(profile)]
+    if name not in names:
+        raise ProfileError(f"{profile.path or profile.name}: training.stages: {name} is not in the chain "
+                           f"({' -> '.join(names)})")
+    i = names.index(name)
+    return STAGES[names[i - 1]] if i else None
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where a profile's artefacts live under its run folder (``runs/<profile>/``)."""
+
+    root: Path
+
+    @property
+    def mix(self) -> Path:
+        return self.root / "mix"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def predictions(self) -> Path:
+        return self.evaluation / "predictions"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "export"
+
+    def stage(self, name: str) -> Path:
+        return self.root / name
+
+    def adapter(self, name: str) -> Path:
+        return self.stage(name) / "adapter"
+
+    def finished(self, name: str) -> bool:
+        """Whether the stage's run finished here: its summary and its adapter's weights are written
+        (both appear only when a run completes: the folder is swapped in whole)."""
+        return (self.stage(name) / "run.json").is_file() and (self.adapter(name) / "adapter_model.safetensors").is_file()
+
+
+def run_layout(profile: Profile) -> RunLayout:
+    return RunLayout(run_dir(profile))
+
+
+def produced_stage(profile: Profile, name: str | None = None, flag: str = "--stage") -> Stage | None:
+    """The stage whose adapter is "the model this profile produced": ``name`` when given (refused,
+    naming ``flag``, when it is not in the chain or has not finished), else the last finished stage
+    of the chain; None when no stage has finished."""
+    layout = run_layout(profile)
+    names = [s.name for s in chain(profile)]
+    if name is None:
+        done = [n for n in names if layout.finished(n)]
+        return STAGES[done[-1]] if done else None
+    chosen = stage(name, flag)
+    if name not in names:
+        raise ProfileError(f"{flag}: {name} is not a stage of profile {profile.name} ({' -> '.join(names)})")
+    if not layout.finished(name):
+        raise ProfileError(f"{flag} {name}: no finished {name} run at {layout.stage(name)} "
+                           f"(run {profile_command(profile, chosen.command)})")
+    return chosen
+
+
+def produced_adapter(profile: Profile, name: str | None = None, flag: str = "--stage") -> Path | None:
+    """The adapter of :func:`produced_stage`, or None when no stage has finished."""
+    found = produced_stage(profile, name, flag)
+    return run_layout(profile).adapter(found.name) if found else None
