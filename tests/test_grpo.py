@@ -45,12 +45,12 @@ def test_an_impossible_grpo_setting_is_refused_naming_its_key(tiny_profile, grpo
 def test_candidate_prompts_take_the_layouts_in_turn_with_one_bos(tiny_profile, small_grpo, tokenizer):
     from datasets import Dataset
 
-    from workings.train.grpo import candidate_prompts
+    from workings.train.prompts import candidate_prompts
 
     profile = tiny_profile(small_grpo)
     rows = Dataset.from_list([{"id": f"r{i}", "source": "synthetic" if i != 2 else "medical", "question": f"Q{i}?",
                                "answer": str(i), "graded": i != 2} for i in range(5)])
-    prompts = candidate_prompts(profile, rows, tokenizer)
+    prompts = candidate_prompts(profile, rows, tokenizer, profile.reinforcement, "reinforcement")
     assert sorted(p["id"] for p in prompts) == ["r0", "r1", "r3", "r4"]  # the free-text row is not a candidate
     assert [p["layout"] for p in prompts] == ["project", "question_only", "seed", "project"]
     assert all(not p["prompt"].startswith(tokenizer.bos_token) for p in prompts)
@@ -60,12 +60,12 @@ def test_candidate_prompts_take_the_layouts_in_turn_with_one_bos(tiny_profile, s
 def test_a_source_the_mix_does_not_have_is_refused_with_the_ones_it_has(tiny_profile, small_grpo, tokenizer):
     from datasets import Dataset
 
-    from workings.train.grpo import candidate_prompts
+    from workings.train.prompts import candidate_prompts
 
     profile = tiny_profile({**small_grpo, "reinforcement": {**small_grpo["reinforcement"], "sources": ["gsm8k"]}})
     rows = Dataset.from_list([{"id": "r0", "source": "synthetic", "question": "Q?", "answer": "1", "graded": True}])
     with pytest.raises(ProfileError, match="reinforcement.sources: 'gsm8k' is not a source of the mix \\(its sources: synthetic\\)"):
-        candidate_prompts(profile, rows, tokenizer)
+        candidate_prompts(profile, rows, tokenizer, profile.reinforcement, "reinforcement")
 
 
 def test_selection_reports_what_it_dropped_per_layout():

@@ -49,6 +49,15 @@ def test_the_run_folder_layout_names_every_artefact_once(tmp_path):
     assert layout.exports == tmp_path / "runs" / "demo" / "export"
 
 
+def test_a_stage_trained_after_other_stages_than_the_chains_is_named_by_its_whole_path(tmp_path):
+    layout = RunLayout(tmp_path, chain=("sft", "grpo"))
+    assert layout.stage(["sft"]) == layout.stage("sft") == tmp_path / "sft"
+    assert layout.stage(["sft", "grpo"]) == tmp_path / "grpo"  # the chain's own GRPO
+    assert layout.stage(["sft", "dpo"]) == tmp_path / "sft-dpo"
+    assert layout.stage(["sft", "dpo", "grpo"]) == tmp_path / "sft-dpo-grpo"
+    assert RunLayout(tmp_path, chain=("sft", "dpo", "grpo")).stage(["sft", "grpo"]) == tmp_path / "sft-grpo"
+
+
 def test_the_model_a_profile_produced_is_its_last_finished_stage(tiny_profile, runs):
     profile = tiny_profile()
     layout = run_layout(profile)

@@ -17,7 +17,7 @@ from pathlib import Path
 from workings import __version__
 from workings.config.environment import PROFILE_VARIABLE, profile_from_environment, profile_name
 from workings.config.loading import load_profile, profile_command
-from workings.config.stages import STAGES, previous, run_layout
+from workings.config.stages import STAGES, previous, run_layout, stage_of_command
 from workings.core.chat import LAYOUTS
 
 
@@ -84,27 +84,34 @@ def build_mix_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_command(args: argparse.Namespace) -> int:
+def stage_command(args: argparse.Namespace) -> int:
+    """A training command (``train``, ``grpo``, ...): the stage of the profile's chain it names, into its run folder."""
     from workings.files import check_replaceable
-    from workings.train.runs import check_environment, ensure_profile_mix, is_run_folder
-    from workings.train.sft import train
+    from workings.models.loading import check_adapter
+    from workings.train.runs import check_environment, ensure_profile_mix, is_run_folder, start_adapter
 
     profile = _profile(args)
-    check_environment(profile, "sft")  # before the tokenizer is downloaded to build the mix
-    out = Path(args.out) if args.out else run_layout(profile).stage("sft")
+    stage = stage_of_command(profile, args.command)
+    check_environment(profile, stage.name)  # before the tokenizer is downloaded to build the mix
+    start = None
+    if not stage.fresh:
+        start = Path(args.adapter) if args.adapter else start_adapter(profile, stage.name)
+        if start is None or (not start.is_dir() and not args.adapter):
+            before = previous(profile, stage.name)
+            raise UsageError(f"no {before.name.upper()} adapter at {start}: train first "
+                             f"({profile_command(profile, before.command)}), or pass --adapter")
+        check_adapter(start)  # before the mix is built or anything is loaded
+    out = Path(args.out) if args.out else run_layout(profile).stage(stage.name)
     check_replaceable(out, "--out", recognise=is_run_folder)  # before the mix is built
     mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet, num_proc=args.num_proc)
-    result = train(profile, mix_dir, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    result = stage.implementation().train(profile, mix_dir, out, start, resume=args.resume, overwrite=args.overwrite,
+                                          progress=not args.quiet)
     s = result.summary
     if result.already_finished:
         print(f"{out}: already finished ({s['steps']} of {s['max_steps']} steps); left unchanged "
               "(--overwrite trains it again)")
         return 0
-    eval_loss = "n/a" if s["final_eval_loss"] is None else f"{s['final_eval_loss']:.3f}"
-    resumed = (f" (resumed from {s['resumed_from']}: {s['steps_this_session']} steps in {s['seconds_this_session']}s this time)"
-               if s["resumed_from"] else "")
-    print(f"{result.adapter_dir}: {s['steps']} steps{resumed} in {_seconds(s)}, train loss {s['train_loss']:.3f}, "
-          f"held-out loss {eval_loss}, {s['tokens_per_second']:,.0f} tokens/s")
+    print(stage.implementation().result_line(result))
     return 0
 
 
@@ -120,46 +127,6 @@ def chosen_adapter(args: argparse.Namespace, profile) -> Path | None:
     if args.stage == "base":
         return None
     return default_adapter(profile, args.stage)
-
-
-def _seconds(summary: dict) -> str:
-    """A run's time: the whole run's, or this session's where earlier sessions were not timed."""
-    if summary.get("seconds") is not None:
-        return f"{summary['seconds']}s"
-    return f"{summary['seconds_this_session']}s (this session; earlier ones were not timed)"
-
-
-def grpo_command(args: argparse.Namespace) -> int:
-    from workings.files import check_replaceable
-    from workings.models.loading import check_adapter
-    from workings.train.grpo import default_sft_adapter, train_grpo
-    from workings.train.runs import check_environment, ensure_profile_mix, is_run_folder
-
-    profile = _profile(args)
-    check_environment(profile, "grpo")
-    adapter = Path(args.adapter) if args.adapter else default_sft_adapter(profile)
-    if not adapter.is_dir() and not args.adapter:
-        before = previous(profile, "grpo")
-        raise UsageError(f"no {before.name.upper()} adapter at {adapter}: train first "
-                         f"({profile_command(profile, before.command)}), or pass --adapter")
-    check_adapter(adapter)  # before the mix is built or anything is loaded
-    out = Path(args.out) if args.out else run_layout(profile).stage("grpo")
-    check_replaceable(out, "--out", recognise=is_run_folder)
-    mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet, num_proc=args.num_proc)
-    result = train_grpo(profile, mix_dir, out, adapter, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
-    s = result.summary
-    if result.already_finished:
-        print(f"{out}: already finished ({s['steps']} of {s['max_steps']} steps); left unchanged "
-              "(--overwrite trains it again)")
-        return 0
-    prompts = s["prompts"]
-    resumed = f" (resumed from {s['resumed_from']})" if s["resumed_from"] else ""
-    rewards = ", ".join(f"{name} {s['rewards_first_logged'][name]:.2f} -> {s['rewards_last_logged'][name]:.2f}"
-                        for name in s["rewards_last_logged"])
-    chosen = f" (of {prompts['candidates']} candidates)" if prompts.get("candidates") is not None else ""
-    print(f"{result.adapter_dir}: {s['steps']} GRPO steps{resumed} in {_seconds(s)} on {prompts['kept']} prompts"
-          f"{chosen}; rewards, first and last logged: {rewards}")
-    return 0
 
 
 def ask_command(args: argparse.Namespace) -> int:
@@ -295,11 +262,11 @@ def check_book_command(args: argparse.Namespace) -> int:
 
 def _kept_after_interrupt(args: argparse.Namespace) -> str:
     """One line: what an interrupted command left and how to continue."""
-    if args.command in ("train", "grpo"):
+    if args.command in {s.command for s in STAGES.values()}:
         from workings.train.runs import checkpoints, staging_dir
 
         profile = _profile(args)
-        out = Path(args.out) if args.out else run_layout(profile).stage("sft" if args.command == "train" else "grpo")
+        out = Path(args.out) if args.out else run_layout(profile).stage(stage_of_command(profile, args.command).name)
         if args.overwrite and staging_dir(out).is_dir():
             return f"the earlier run in {out} is unchanged; the new run's checkpoints are in {staging_dir(out)}"
         saved = checkpoints(out)
@@ -349,6 +316,13 @@ def _run_folder_flags(command: argparse.ArgumentParser, folder: str, resume_note
                        help="train again; the earlier run is replaced only once the new one has finished")
 
 
+def _stages_by_command() -> dict[str, list]:
+    by_command: dict[str, list] = {}
+    for s in STAGES.values():
+        by_command.setdefault(s.command, []).append(s)
+    return by_command
+
+
 MODEL_DEFAULT = "evaluation.adapter, else the adapter of the last finished stage of training.stages"
 
 
@@ -379,18 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: this machine's usable cores, %(default)s)")
     mix.set_defaults(func=build_mix_command)
 
-    run = commands.add_parser("train", parents=[common],
-                              help="fine-tune the profile's model on its mix (SFT with LoRA/QLoRA)")
-    _run_folder_flags(run, "sft")
-    run.set_defaults(func=train_command)
-
-    rl = commands.add_parser("grpo", parents=[common],
-                             help="train the SFT adapter further with GRPO on verifiable rewards")
-    rl.add_argument("--adapter", default=None,
-                    help="adapter to start from (default: reinforcement.adapter, else that of the stage before grpo "
-                         "in training.stages: runs/<profile>/sft/adapter)")
-    _run_folder_flags(rl, "grpo", resume_note=", on the prompts it chose")
-    rl.set_defaults(func=grpo_command)
+    for command, stages in _stages_by_command().items():  # one command per training stage of the registry
+        names = "/".join(s.name for s in stages)
+        run = commands.add_parser(command, parents=[common], help=stages[0].help)
+        if not stages[0].fresh:
+            run.add_argument("--adapter", default=None,
+                             help="adapter to start from (default: that of the stage before it in training.stages)")
+        _run_folder_flags(run, f"<{names}>" if len(stages) > 1 else names)
+        run.set_defaults(func=stage_command)
 
     bench = commands.add_parser("evaluate", parents=[common],
                                 help="ask the base and the tuned model every benchmark of the profile")

@@ -13,7 +13,7 @@ found by the ``module:function`` it names, so this module, low in the package, i
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,12 @@ class Stage:
 
     name: str  # its profile section (TRL options), its run folder and its --stage value
     trainer: str  # the TRL trainer that runs it
-    method: str  # what it does, in a phrase (run and export cards)
-    command: str  # the workings command that runs it
-    train: str  # "module:function" with train(profile, mix_dir, out_dir, start_from, *, resume, overwrite, progress, callbacks)
+    command: str  # the workings command that runs it (stages that are alternatives may share one)
+    help: str  # that command's one line of help
+    # The module that trains it, with train(profile, mix_dir, out_dir, start_from, *, resume, overwrite,
+    # progress, callbacks) -> TrainResult, result_line(result) -> str (what the command prints) and
+    # describe(profile, run, before) -> str (the paragraph of an export's card, from its run.json).
+    module: str
     config: str  # "module:function" building its TRL config from a profile: config(profile, **fixed)
     fresh: bool = False  # trains a new adapter on the base (only a chain's first stage), else continues the one before
 
@@ -42,8 +45,9 @@ class Stage:
         """The profile's own section for this stage, as written."""
         return dict(getattr(profile, self.name))
 
-    def runner(self) -> Callable[..., Any]:
-        return _resolve(self.train)
+    def implementation(self) -> Any:
+        """The module that trains it (imported when first asked: stages load only what they use)."""
+        return importlib.import_module(self.module)
 
 
 def _resolve(target: str) -> Callable[..., Any]:
@@ -60,11 +64,20 @@ def _grpo_args(profile: Profile, **fixed: Any) -> Any:
 
 
 STAGES: dict[str, Stage] = {
-    "sft": Stage("sft", "SFTTrainer", "supervised fine-tuning on worked solutions, the loss on the reply only", "train",
-                 "workings.train.sft:train", "workings.config.stages:_sft_args", fresh=True),
-    "grpo": Stage("grpo", "GRPOTrainer", "GRPO on rewards a program checks, from the previous stage's adapter", "grpo",
-                  "workings.train.grpo:train_grpo", "workings.config.stages:_grpo_args"),
+    "sft": Stage("sft", "SFTTrainer", "train", "fine-tune the profile's model on its mix (SFT with LoRA/QLoRA)",
+                 "workings.train.sft", "workings.config.stages:_sft_args", fresh=True),
+    "grpo": Stage("grpo", "GRPOTrainer", "grpo", "train the previous stage's adapter further with GRPO on verifiable rewards",
+                  "workings.train.grpo", "workings.config.stages:_grpo_args"),
 }
+
+
+def stage_of_command(profile: Profile, command: str) -> Stage:
+    """The stage a training command runs: the profile's chain's stage of that command, else the
+    first registered one (a command may run a stage outside the chain, from ``--adapter``)."""
+    for s in [*chain(profile), *STAGES.values()]:
+        if s.command == command:
+            return s
+    raise ProfileError(f"no stage is trained by workings {command}")
 
 
 def stage(name: str, flag: str = "--stage") -> Stage:
@@ -79,9 +92,10 @@ def chain(profile: Profile) -> list[Stage]:
     return [stage(name, "training.stages") for name in profile.training.stages]
 
 
-def check_chain(names: list[str], key: str) -> None:
+def check_chain(names: Sequence[str], key: str) -> None:
     """A chain starts with a stage that trains a fresh adapter, continues with stages that do not,
     and names each stage once (its run folder is named after it)."""
+    names = list(names)
     for name in names:
         stage(name, key)
     if not names:
@@ -108,9 +122,15 @@ def previous(profile: Profile, name: str) -> Stage | None:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Where a profile's artefacts live under its run folder (``runs/<profile>/``)."""
+    """Where a profile's artefacts live under its run folder (``runs/<profile>/``).
+
+    A stage's run is ``<stage>/`` when it is trained as the profile's chain (``training.stages``)
+    has it; a stage trained after other stages than the chain's (to compare pipelines) is named by
+    its whole path, ``sft-dpo-grpo/``: stage names hold no dash, so no two paths share a folder.
+    """
 
     root: Path
+    chain: tuple[str, ...] = ()  # the profile's chain of stages
 
     @property
     def mix(self) -> Path:
@@ -128,20 +148,24 @@ class RunLayout:
     def exports(self) -> Path:
         return self.root / "export"
 
-    def stage(self, name: str) -> Path:
-        return self.root / name
+    def stage(self, name: str | Sequence[str]) -> Path:
+        """The run folder of stage ``name`` of the profile's chain, or of the last stage of a path of stages."""
+        if isinstance(name, str):
+            return self.root / name
+        path = tuple(name)
+        return self.root / (path[-1] if path == self.chain[: len(path)] else "-".join(path))
 
-    def adapter(self, name: str) -> Path:
+    def adapter(self, name: str | Sequence[str]) -> Path:
         return self.stage(name) / "adapter"
 
-    def finished(self, name: str) -> bool:
+    def finished(self, name: str | Sequence[str]) -> bool:
         """Whether the stage's run finished here: its summary and its adapter's weights are written
         (both appear only when a run completes: the folder is swapped in whole)."""
         return (self.stage(name) / "run.json").is_file() and (self.adapter(name) / "adapter_model.safetensors").is_file()
 
 
 def run_layout(profile: Profile) -> RunLayout:
-    return RunLayout(run_dir(profile))
+    return RunLayout(run_dir(profile), tuple(profile.training.stages))
 
 
 def produced_stage(profile: Profile, name: str | None = None, flag: str = "--stage") -> Stage | None:

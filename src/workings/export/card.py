@@ -73,36 +73,10 @@ def run_stage_name(run: Mapping[str, Any]) -> str:
 
 
 def stage_paragraph(profile: Profile, run: Mapping[str, Any], before: Mapping[str, Any] | None) -> str:
-    """What one stage of the chain did, from its ``run.json``: method, steps, its own numbers, its trainer options."""
-    stage = run_stage_name(run)
-    options = "\n".join(f"- `{key}`: {value}" for key, value in sorted((run.get(stage) or getattr(profile, stage)).items()))
-    if stage == "sft":
-        q = profile.quantization
-        base = f"{q.bits}-bit {q.quant_type}{' with double quantization' if q.double_quant else ''}" if q else profile.model.dtype
-        return f"""QLoRA SFT with TRL's `SFTTrainer`: the base frozen in {base}, LoRA r={profile.lora.r},
-alpha={profile.lora.alpha:g}, dropout={profile.lora.dropout:g} on {', '.join(profile.lora.target_modules)};
-loss on the completion only. {run['steps']:,} optimizer steps, mean training loss {run['train_loss']:.4f}. Trainer options (`trl.SFTConfig`):
+    """What one stage of the chain did, in the words of the stage's own module (``describe``), from its ``run.json``."""
+    from workings.config.stages import stage
 
-{options}"""
-    if stage == "grpo":
-        started = run.get("started_from") or {}
-        origin = run_stage_name(before) if before else (started.get("stage") or "earlier")
-        prompts = run.get("prompts") or {}
-        chosen = (f"{prompts['kept']} prompts kept of {prompts['candidates']} candidates (those its starting model "
-                  f"solved in some but not all of {prompts['samples']} samples)" if prompts.get("samples") else
-                  f"{prompts.get('kept', 'its')} prompts")
-        rewards = "\n".join(f"| {name} | {run['rewards_first_logged'][name]:.3f} | {value:.3f} |"
-                            for name, value in (run.get("rewards_last_logged") or {}).items())
-        table = f"\n\n| reward | first logged | last logged |\n| --- | --- | --- |\n{rewards}" if rewards else ""
-        return f"""GRPO with TRL's `GRPOTrainer`, continuing the adapter of the {origin} stage (weights digest
-{started.get('digest', 'not recorded')}): {run['steps']:,} steps of {run['max_steps']:,} on {chosen}, rewarded by
-programs that check the reply: {', '.join((run.get('reinforcement') or {}).get('rewards', profile.reinforcement.rewards))}.
-Mean reward of a step's replies, first and last logged:{table}
-
-Trainer options (`trl.GRPOConfig`):
-
-{options}"""
-    return f"The `{stage}` stage: {run['steps']:,} steps. Trainer options:\n\n{options}"
+    return stage(run_stage_name(run), "run.json: stage").implementation().describe(profile, run, before)
 
 
 def model_card(profile: Profile, *, merged: bool, run: Mapping[str, Any] | None, mix_report: Mapping[str, Any] | None,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -27,47 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from workings.config.schema import Profile, ProfileError
-from workings.core.chat import render_prompt, stop_token_ids, tokenizer_adds_bos
+from workings.core.chat import stop_token_ids
 from workings.core.rewards import correctness, reward_functions
 from workings.evaluation.generate import SamplingConfig, generate, nucleus_sampler, vllm_available
 from workings.models.loading import renamed_checkpointing_attribute_quiet
+from workings.train.prompts import candidate_prompts
 from workings.train.runs import (StageRun, TrainResult, adapter_dtype_on_save, check_environment, divergence_guard,
-                                 keep_adapter_dtypes_on_resume, run_processes, run_stage, start_adapter,
+                                 keep_adapter_dtypes_on_resume, run_processes, run_seconds, run_stage, start_adapter,
                                  train_profile_stage)
 
 log = logging.getLogger(__name__)
-
-
-def candidate_prompts(profile: Profile, train_rows: Any, tokenizer: Any) -> list[dict[str, Any]]:
-    """The rows GRPO may train on: graded training rows of ``reinforcement.sources`` (every graded
-    source when null), shuffled by ``data.seed``, the first ``reinforcement.candidates``, each asked
-    in one of ``reinforcement.layouts`` in turn.
-
-    ``prompt`` is the rendered prompt without its ``<bos>`` when the tokenizer adds one itself (as
-    TRL tokenizes prompts), so the model sees one ``<bos>``, exactly as at inference.
-    """
-    settings = profile.reinforcement
-    known = sorted(set(train_rows["source"]))
-    unknown = [s for s in settings.sources or [] if s not in known]
-    if unknown:
-        raise ProfileError(f"{profile.path or profile.name}: reinforcement.sources: {unknown[0]!r} is not a source of "
-                           f"the mix (its sources: {', '.join(known)})")
-    rows = [r for r in train_rows if r["graded"] and (settings.sources is None or r["source"] in settings.sources)]
-    if not rows:
-        raise ProfileError(f"{profile.path or profile.name}: reinforcement.sources: no graded training rows to ask")
-    random.Random(profile.data.seed).shuffle(rows)
-    rows = rows[: settings.candidates]
-    bos = tokenizer.bos_token
-    adds_bos = tokenizer_adds_bos(tokenizer)
-    out = []
-    for i, row in enumerate(rows):
-        layout = settings.layouts[i % len(settings.layouts)]
-        prompt = render_prompt(row["question"], tokenizer, layout)
-        if adds_bos and prompt.startswith(bos):
-            prompt = prompt[len(bos):]
-        out.append({"id": row["id"], "source": row["source"], "layout": layout, "question": row["question"],
-                    "gold": row["answer"], "prompt": prompt})
-    return out
 
 
 def pass_counts(model: Any, tokenizer: Any, candidates: Sequence[dict[str, Any]], samples: int,
@@ -141,7 +109,7 @@ def choose_prompts(profile: Profile, model: Any, tokenizer: Any, train_rows: Any
     from accelerate.utils import gather_object
 
     settings = profile.reinforcement
-    candidates = candidate_prompts(profile, train_rows, tokenizer)
+    candidates = candidate_prompts(profile, train_rows, tokenizer, profile.reinforcement, "reinforcement")
     if not settings.difficulty_samples:
         return candidates, {"candidates": len(candidates), "samples": 0, "kept": len(candidates)}
     sampling = SamplingConfig(max_new_tokens=args.max_completion_length, temperature=args.temperature,
@@ -324,6 +292,43 @@ The adapter has the shape of the SFT adapter it started from and loads the same 
 {loading_code(profile.model, "adapter")}
 ```
 """
+
+
+train = train_grpo  # the name every stage module trains by (workings.config.stages.Stage.module)
+
+
+def result_line(result: TrainResult) -> str:
+    """What ``workings grpo`` prints when the run has finished."""
+    s = result.summary
+    prompts = s["prompts"]
+    resumed = f" (resumed from {s['resumed_from']})" if s["resumed_from"] else ""
+    rewards = ", ".join(f"{name} {s['rewards_first_logged'][name]:.2f} -> {s['rewards_last_logged'][name]:.2f}"
+                        for name in s["rewards_last_logged"])
+    chosen = f" (of {prompts['candidates']} candidates)" if prompts.get("candidates") is not None else ""
+    return (f"{result.adapter_dir}: {s['steps']} GRPO steps{resumed} in {run_seconds(s)} on {prompts['kept']} prompts"
+            f"{chosen}; rewards, first and last logged: {rewards}")
+
+
+def describe(profile: Profile, run: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """The GRPO paragraph of an export's card, from the run's ``run.json`` (and the one it started from)."""
+    started = run.get("started_from") or {}
+    origin = (before.get("stage") or "sft") if before else (started.get("stage") or "earlier")
+    prompts = run.get("prompts") or {}
+    chosen = (f"{prompts['kept']} prompts kept of {prompts['candidates']} candidates (those its starting model "
+              f"solved in some but not all of {prompts['samples']} samples)" if prompts.get("samples") else
+              f"{prompts.get('kept', 'its')} prompts")
+    rewards = "\n".join(f"| {name} | {run['rewards_first_logged'][name]:.3f} | {value:.3f} |"
+                        for name, value in (run.get("rewards_last_logged") or {}).items())
+    table = f"\n\n| reward | first logged | last logged |\n| --- | --- | --- |\n{rewards}" if rewards else ""
+    options = "\n".join(f"- `{key}`: {value}" for key, value in sorted((run.get("grpo") or profile.grpo).items()))
+    return f"""GRPO with TRL's `GRPOTrainer`, continuing the adapter of the {origin} stage (weights digest
+{started.get('digest', 'not recorded')}): {run['steps']:,} steps of {run['max_steps']:,} on {chosen}, rewarded by
+programs that check the reply: {', '.join((run.get('reinforcement') or {}).get('rewards', profile.reinforcement.rewards))}.
+Mean reward of a step's replies, first and last logged:{table}
+
+Trainer options (`trl.GRPOConfig`):
+
+{options}"""
 
 
 def run_grpo_profile(profile: Profile, *, progress: bool = True) -> TrainResult:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -612,10 +612,10 @@ def run_stage(profile: Profile, stage: str, mix_dir: str | Path, out_dir: str | 
     build the stage's trainer in it (``build(work_dir, resumed_from, callbacks)``), train, save the
     trainer state and the adapter, write ``run.json`` and ``README.md``, and swap the run in.
 
-    ``run.json`` holds what every run records (profile, model, stage, chain, what it started from,
+    ``run.json`` holds what every run records (profile, model, stage, the path of stages behind its
+    adapter, what it started from,
     steps, time, threads, memory, the stage's options under its name) and the stage's own entries.
     """
-    from workings.config.stages import previous
     from workings.files import file_digest
     from workings.models.loading import renamed_checkpointing_attribute_quiet
 
@@ -637,15 +637,15 @@ def run_stage(profile: Profile, stage: str, mix_dir: str | Path, out_dir: str | 
         if processes.is_main_process:
             save_adapter(trainer.model, trainer.processing_class, work_dir / "adapter", profile.lora.save_dtype, weights)
         state = trainer.state
-        before = previous(profile, stage) if stage in profile.training.stages else None
+        before = _run_summary(Path(start_from).parent) if start_from is not None else {}
         summary = {
             "profile": profile.name,
             "model": profile.model.id,
             "stage": stage,
-            "chain": list(profile.training.stages),
+            "path": [*before.get("path", [before["stage"]] if "stage" in before else []), stage],  # the stages behind this adapter
             "mix": str(mix_dir),
             "started_from": None if start_from is None else {
-                "stage": before.name if before else None, "adapter": str(start_from),
+                "stage": before.get("stage"), "adapter": str(start_from),
                 "digest": file_digest(Path(start_from) / "adapter_model.safetensors")},
             "steps": state.global_step,
             "max_steps": state.max_steps,
@@ -663,6 +663,19 @@ def run_stage(profile: Profile, stage: str, mix_dir: str | Path, out_dir: str | 
                 swap_in(work_dir, out_dir)
         processes.wait_for_everyone()  # no process returns before the run folder is complete
     return TrainResult(out_dir, out_dir / "adapter", state.global_step, summary["seconds"], state.log_history, summary)
+
+
+def run_seconds(summary: dict[str, Any]) -> str:
+    """A run's time for a result line: the whole run's, or this session's where earlier sessions were not timed."""
+    if summary.get("seconds") is not None:
+        return f"{summary['seconds']}s"
+    return f"{summary['seconds_this_session']}s (this session; earlier ones were not timed)"
+
+
+def _run_summary(folder: Path) -> dict[str, Any]:
+    """A run folder's ``run.json`` (an adapter from elsewhere has none: empty)."""
+    file = folder / "run.json"
+    return json.loads(file.read_text()) if file.is_file() else {}
 
 
 def start_adapter(profile: Profile, stage: str) -> Path | None:
@@ -685,8 +698,8 @@ def train_profile_stage(profile: Profile, stage: str, *, progress: bool = True) 
     mix_dir = ensure_profile_mix(profile, progress=progress)
     out_dir = run_layout(profile).stage(stage)
     resume = bool(checkpoints(out_dir)) and profile.training.rerun == "resume"
-    return registered(stage).runner()(profile, mix_dir, out_dir, start_adapter(profile, stage), resume=resume,
-                                      overwrite=not resume, progress=progress)
+    return registered(stage).implementation().train(profile, mix_dir, out_dir, start_adapter(profile, stage), resume=resume,
+                                                     overwrite=not resume, progress=progress)
 
 
 def stage_adapter(profile: Profile, stage: str, *, progress: bool = True) -> Path:
@@ -702,6 +715,26 @@ def stage_adapter(profile: Profile, stage: str, *, progress: bool = True) -> Pat
     if before is not None and start_adapter(profile, stage) == layout.adapter(before.name):
         stage_adapter(profile, before.name, progress=progress)
     return train_profile_stage(profile, stage, progress=progress).adapter_dir
+
+
+def path_adapter(profile: Profile, path: Sequence[str], *, progress: bool = True) -> Path:
+    """The adapter at the end of a path of stages (``["sft", "dpo", "grpo"]``: SFT, then DPO from its
+    adapter, then GRPO from DPO's), each stage trained where its run has not finished, into the
+    folder :meth:`~workings.config.stages.RunLayout.stage` gives the path; stages shared with
+    another path (the profile's own SFT) are trained once."""
+    from workings.config.stages import check_chain, run_layout, stage as registered
+
+    path = list(path)
+    check_chain(path, "stages")
+    layout = run_layout(profile)
+    if layout.finished(path):
+        return layout.adapter(path)
+    start = path_adapter(profile, path[:-1], progress=progress) if len(path) > 1 else None
+    out_dir = layout.stage(path)
+    resume = bool(checkpoints(out_dir)) and profile.training.rerun == "resume"
+    return registered(path[-1]).implementation().train(profile, ensure_profile_mix(profile, progress=progress), out_dir,
+                                                        start, resume=resume, overwrite=not resume,
+                                                        progress=progress).adapter_dir
 
 
 def mix_benchmarks(profile: Profile, *, progress: bool = True) -> list[Any]:

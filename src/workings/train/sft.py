@@ -20,8 +20,8 @@ from typing import Any
 from workings.config.schema import Profile, ProfileError
 from workings.core.chat import END_OF_TURN, tokenizer_adds_bos
 from workings.train.runs import (StageRun, TrainResult, adapter_dtype_on_save, check_environment, check_loss, check_mix,
-                                 divergence_guard, keep_adapter_dtypes_on_resume, run_stage, train_profile_stage,
-                                 whole_run_loss)
+                                 divergence_guard, keep_adapter_dtypes_on_resume, run_seconds, run_stage,
+                                 train_profile_stage, whole_run_loss)
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +213,28 @@ From this folder:
 {loading_code(profile.model, "adapter")}
 ```
 """
+
+
+def result_line(result: TrainResult) -> str:
+    """What ``workings train`` prints when the run has finished."""
+    s = result.summary
+    eval_loss = "n/a" if s["final_eval_loss"] is None else f"{s['final_eval_loss']:.3f}"
+    resumed = (f" (resumed from {s['resumed_from']}: {s['steps_this_session']} steps in {s['seconds_this_session']}s this time)"
+               if s["resumed_from"] else "")
+    return (f"{result.adapter_dir}: {s['steps']} steps{resumed} in {run_seconds(s)}, train loss {s['train_loss']:.3f}, "
+            f"held-out loss {eval_loss}, {s['tokens_per_second']:,.0f} tokens/s")
+
+
+def describe(profile: Profile, run: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """The SFT paragraph of an export's card, from the run's ``run.json``."""
+    options = "\n".join(f"- `{key}`: {value}" for key, value in sorted((run.get("sft") or profile.sft).items()))
+    q = profile.quantization
+    base = f"{q.bits}-bit {q.quant_type}{' with double quantization' if q.double_quant else ''}" if q else profile.model.dtype
+    return f"""QLoRA SFT with TRL's `SFTTrainer`: the base frozen in {base}, LoRA r={profile.lora.r},
+alpha={profile.lora.alpha:g}, dropout={profile.lora.dropout:g} on {', '.join(profile.lora.target_modules)};
+loss on the completion only. {run['steps']:,} optimizer steps, mean training loss {run['train_loss']:.4f}. Trainer options (`trl.SFTConfig`):
+
+{options}"""
 
 
 def run_profile(profile: Profile, *, progress: bool = True) -> TrainResult:
