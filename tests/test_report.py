@@ -377,3 +377,24 @@ def test_the_docstring_examples_hold(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_pipelines_are_each_paired_with_the_reference_on_every_benchmark_and_layout():
+    from workings.evaluation.compare import PipelineComparison
+    from workings.report.tables import layout_table, pipelines_paired_table
+
+    # 10 questions: SFT right on the first 4, SFT + DPO on the first 9; in the seed layout DPO on the first 2 only.
+    sft = [reply(i, strict=True, correct=i < 4) for i in range(10)]
+    dpo = [reply(i, strict=True, correct=i < 9) for i in range(10)]
+    seed = {"SFT": [reply(i, strict=False, correct=False) for i in range(10)],
+            "SFT + DPO": [reply(i, strict=i < 5, correct=i < 2) for i in range(10)]}
+    comparison = PipelineComparison(largest="sums", greedy={"SFT": {"sums": sft}, "SFT + DPO": {"sums": dpo}},
+                                    layouts={"project": {"SFT": sft, "SFT + DPO": dpo}, "seed": seed})
+    table = pipelines_paired_table(comparison.paired(against="SFT"))
+    assert list(table.index) == [("SFT + DPO", "sums"), ("SFT + DPO", "sums (seed)")]
+    assert table.loc[("SFT + DPO", "sums"), "only this right"] == 5 and table.loc[("SFT + DPO", "sums"), "only SFT right"] == 0
+    assert table.loc[("SFT + DPO", "sums"), "McNemar p"] == "0.062"  # 5 discordant, all one way: 2 x 0.5^5
+    assert table.loc[("SFT + DPO", "sums (seed)"), "accuracy (%)"] == 20.0
+    layouts = layout_table(comparison.layouts)
+    assert layouts.loc[("seed", "SFT + DPO"), "strict_format % (95% CI)"].startswith("50.0 (")
+    assert layouts.loc[("project", "SFT"), "accuracy % (95% CI)"].startswith("40.0 (")

@@ -32,7 +32,7 @@ def test_a_profile_trains_sft_then_grpo_unless_it_says_otherwise(tiny_profile):
 @pytest.mark.parametrize(("stages", "message"), [
     (["grpo"], "training.stages: grpo continues an adapter and cannot come first; start with sft"),
     (["sft", "grpo", "sft"], "training.stages: a stage is named twice (sft -> grpo -> sft)"),
-    (["sft", "ppo"], "training.stages: unknown stage 'ppo'; known: sft, grpo"),
+    (["sft", "ppo"], f"training.stages: unknown stage 'ppo'; known: {', '.join(STAGES)}"),
     ([], "training.stages: needs at least one stage"),
 ])
 def test_an_impossible_chain_is_refused_naming_the_key(tiny_profile, stages, message):

@@ -104,8 +104,7 @@ def stage_command(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_layout(profile).stage(stage.name)
     check_replaceable(out, "--out", recognise=is_run_folder)  # before the mix is built
     mix_dir = Path(args.mix) if args.mix else ensure_profile_mix(profile, progress=not args.quiet, num_proc=args.num_proc)
-    result = stage.implementation().train(profile, mix_dir, out, start, resume=args.resume, overwrite=args.overwrite,
-                                          progress=not args.quiet)
+    result = stage.train(profile, mix_dir, out, start, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     s = result.summary
     if result.already_finished:
         print(f"{out}: already finished ({s['steps']} of {s['max_steps']} steps); left unchanged "

@@ -36,6 +36,7 @@ class Stage:
     module: str
     config: str  # "module:function" building its TRL config from a profile: config(profile, **fixed)
     fresh: bool = False  # trains a new adapter on the base (only a chain's first stage), else continues the one before
+    entry: str = "train"  # the module's function that trains it (stages sharing a module have one each)
 
     def trainer_config(self, profile: Profile, **fixed: Any) -> Any:
         """This stage's TRL config for ``profile``: its section over the project's defaults, then ``fixed``."""
@@ -48,6 +49,10 @@ class Stage:
     def implementation(self) -> Any:
         """The module that trains it (imported when first asked: stages load only what they use)."""
         return importlib.import_module(self.module)
+
+    def train(self, profile: Profile, mix_dir: Path, out_dir: Path, start_from: Path | None, **kwargs: Any) -> Any:
+        """Train this stage (its module's ``entry``): ``kwargs`` are ``resume``, ``overwrite``, ``progress``, ``callbacks``."""
+        return getattr(self.implementation(), self.entry)(profile, mix_dir, out_dir, start_from, **kwargs)
 
 
 def _resolve(target: str) -> Callable[..., Any]:

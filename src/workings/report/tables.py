@@ -206,6 +206,37 @@ def comparison_table(comparisons: Sequence[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+def pipelines_paired_table(comparisons: Sequence[Any]) -> pd.DataFrame:
+    """Each pipeline against the same reference on each benchmark (and layout), question by question:
+    both accuracies, the discordant questions, the difference with its paired-bootstrap 95% interval
+    and McNemar's exact p-value; one row per (pipeline, benchmark)."""
+    rows = {}
+    for cmp in comparisons:
+        c = cmp.paired
+        rows[(cmp.b, cmp.benchmark)] = {
+            "n": c.n, f"accuracy of {cmp.a} (%)": round(100 * cmp.rate_a, 1), "accuracy (%)": round(100 * cmp.rate_b, 1),
+            f"only {cmp.a} right": c.only_a, "only this right": c.only_b,
+            "difference (pp)": f"{100 * c.difference:+.1f} ({100 * c.difference_ci[0]:.1f} to {100 * c.difference_ci[1]:.1f})",
+            "McNemar p": f"{c.p_value:.2g}", "significant (p<0.05)": c.significant,
+        }
+    table = pd.DataFrame(rows).T
+    table.index = pd.MultiIndex.from_tuples(list(rows), names=["pipeline", "benchmark"])
+    return table
+
+
+def layout_table(layouts: Mapping[str, Mapping[str, Sequence[Any]]],
+                 rates: Sequence[str] = ("strict_format", "accuracy")) -> pd.DataFrame:
+    """Each model's greedy replies to one benchmark in each prompt layout (``layouts``: layout ->
+    model -> scored replies): rates in percent with Wilson 95% intervals, one row per (layout, model)."""
+    from workings.evaluation.scoring import summarise
+
+    summaries = {(layout, model): summarise(scored) for layout, by_model in layouts.items()
+                 for model, scored in by_model.items()}
+    table = results_table(summaries, rates=rates, lengths=False)
+    table.index.names = ["layout", "model"]
+    return table
+
+
 def verdicts(comparisons: Sequence[Any]) -> list[str]:
     """One sentence per compared benchmark: both accuracies, the discordant questions and what McNemar's test says."""
     lines = []

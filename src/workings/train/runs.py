@@ -698,8 +698,8 @@ def train_profile_stage(profile: Profile, stage: str, *, progress: bool = True) 
     mix_dir = ensure_profile_mix(profile, progress=progress)
     out_dir = run_layout(profile).stage(stage)
     resume = bool(checkpoints(out_dir)) and profile.training.rerun == "resume"
-    return registered(stage).implementation().train(profile, mix_dir, out_dir, start_adapter(profile, stage), resume=resume,
-                                                     overwrite=not resume, progress=progress)
+    return registered(stage).train(profile, mix_dir, out_dir, start_adapter(profile, stage), resume=resume,
+                                   overwrite=not resume, progress=progress)
 
 
 def stage_adapter(profile: Profile, stage: str, *, progress: bool = True) -> Path:
@@ -719,22 +719,25 @@ def stage_adapter(profile: Profile, stage: str, *, progress: bool = True) -> Pat
 
 def path_adapter(profile: Profile, path: Sequence[str], *, progress: bool = True) -> Path:
     """The adapter at the end of a path of stages (``["sft", "dpo", "grpo"]``: SFT, then DPO from its
-    adapter, then GRPO from DPO's), each stage trained where its run has not finished, into the
-    folder :meth:`~workings.config.stages.RunLayout.stage` gives the path; stages shared with
-    another path (the profile's own SFT) are trained once."""
+    adapter, then GRPO from DPO's), into the folder :meth:`~workings.config.stages.RunLayout.stage`
+    gives the path. A stage is trained where its run has not finished, or where it finished from
+    another adapter than the one before it holds now (that one was trained again since); stages
+    shared with another path (the profile's own SFT) are trained once."""
     from workings.config.stages import check_chain, run_layout, stage as registered
+    from workings.files import file_digest
 
     path = list(path)
     check_chain(path, "stages")
     layout = run_layout(profile)
-    if layout.finished(path):
-        return layout.adapter(path)
     start = path_adapter(profile, path[:-1], progress=progress) if len(path) > 1 else None
+    if layout.finished(path):
+        started = _run_summary(layout.stage(path)).get("started_from") or {}
+        if start is None or started.get("digest") == file_digest(start / "adapter_model.safetensors"):
+            return layout.adapter(path)
     out_dir = layout.stage(path)
-    resume = bool(checkpoints(out_dir)) and profile.training.rerun == "resume"
-    return registered(path[-1]).implementation().train(profile, ensure_profile_mix(profile, progress=progress), out_dir,
-                                                        start, resume=resume, overwrite=not resume,
-                                                        progress=progress).adapter_dir
+    resume = bool(checkpoints(out_dir)) and profile.training.rerun == "resume" and not layout.finished(path)
+    return registered(path[-1]).train(profile, ensure_profile_mix(profile, progress=progress), out_dir, start,
+                                      resume=resume, overwrite=not resume, progress=progress).adapter_dir
 
 
 def mix_benchmarks(profile: Profile, *, progress: bool = True) -> list[Any]:
