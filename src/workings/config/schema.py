@@ -367,6 +367,44 @@ class ReinforcementConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    """The project's own settings of the preference stage (``workings prefer``: DPO or SimPO); the
+    trainer's options are in ``dpo`` or ``simpo`` by TRL's names.
+
+    Pairs are made on-policy: the adapter of the stage before answers each candidate (a graded
+    training row, asked in one of ``layouts`` in turn) ``samples`` times; a reply that is right and
+    in the strict format is chosen over one that is wrong or malformed, for the same prompt and layout.
+    """
+
+    sources: list[str] | None = None  # the mix's sources prompts come from (every graded one when null)
+    candidates: int | None = 512  # training rows asked (all when null)
+    samples: int = 4  # sampled replies per candidate
+    pairs_per_prompt: int = 1  # at most this many (chosen, rejected) pairs from one candidate's replies
+    layouts: list[str] = field(default_factory=lambda: ["project", "question_only", "seed"])
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = None  # of a sampled reply (default: evaluation.max_new_tokens)
+    # Where no sampled reply is right and strict, choose the row's own worked solution (off-policy)
+    # over a sampled one: pairs for prompts and layouts the model never gets right yet.
+    gold_chosen: bool = False
+
+    def validate(self, key: str) -> None:
+        from workings.core.chat import PROMPT_LAYOUTS
+
+        _check(self.candidates is None or self.candidates > 0, f"{key}.candidates", "must be positive or null")
+        _check(self.samples >= 2 or self.gold_chosen, f"{key}.samples",
+               f"must be at least 2 (one reply cannot be both chosen and rejected), got {self.samples}")
+        _check(self.samples >= 1, f"{key}.samples", f"must be at least 1, got {self.samples}")
+        _check(self.pairs_per_prompt >= 1, f"{key}.pairs_per_prompt", f"must be at least 1, got {self.pairs_per_prompt}")
+        _check(self.temperature > 0, f"{key}.temperature", f"must be positive (replies are sampled), got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"{key}.top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(self.max_new_tokens is None or self.max_new_tokens > 0, f"{key}.max_new_tokens", "must be positive or null")
+        _check(len(self.layouts) > 0, f"{key}.layouts", "needs at least one prompt layout")
+        bad = [name for name in self.layouts if name not in PROMPT_LAYOUTS]
+        _check(not bad, f"{key}.layouts", f"unknown layout {bad[0] if bad else ''!r}; known: {', '.join(PROMPT_LAYOUTS)}")
+
+
+@dataclass
 class Profile:
     name: str
     model: ModelConfig
@@ -379,10 +417,14 @@ class Profile:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     reinforcement: ReinforcementConfig = field(default_factory=ReinforcementConfig)
     grpo: dict[str, Any] = field(default_factory=dict)  # trl.GRPOConfig options, by TRL's names
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+    dpo: dict[str, Any] = field(default_factory=dict)  # trl.DPOConfig options, by TRL's names
+    simpo: dict[str, Any] = field(default_factory=dict)  # TRL's CPOConfig options (loss_type simpo), by TRL's names
     path: Path | None = None  # the file it was read from; not a key in the file
 
     def validate(self, key: str = "") -> None:
-        from workings.config.trainer_options import check_grpo_options, check_sft_options, optimizer_name
+        from workings.config.trainer_options import (check_dpo_options, check_grpo_options, check_sft_options,
+                                                      check_simpo_options, optimizer_name)
 
         if self.model.dtype == "auto":
             self.model.dtype = machine_dtype(self.training.device)
@@ -422,6 +464,12 @@ class Profile:
                    f"{self.reinforcement.overlong_buffer} is longer than grpo.max_completion_length ({grpo.max_completion_length})")
         if self.training.device == "cpu":
             _check(not optimizer_name(grpo).startswith("paged_"), "grpo.optim", "paged optimizers need CUDA; use adamw_torch on cpu")
+        self.preference.validate("preference")
+        for section, check, build in (("dpo", check_dpo_options, self.dpo_args), ("simpo", check_simpo_options, self.simpo_args)):
+            check(getattr(self, section))
+            if self.training.device == "cpu":
+                _check(not optimizer_name(build()).startswith("paged_"), f"{section}.optim",
+                       "paged optimizers need CUDA; use adamw_torch on cpu")
 
     def sft_args(self, **fixed: Any) -> Any:
         """The ``trl.SFTConfig`` of this profile: the ``sft`` section over the project's defaults.
@@ -442,3 +490,16 @@ class Profile:
         return grpo_config(self.grpo, self.sft, **fixed)
 
 
+
+    def dpo_args(self, **fixed: Any) -> Any:
+        """The ``trl.DPOConfig`` of this profile: the ``dpo`` section over the project's defaults and
+        what it takes from the ``sft`` section unless it sets it; ``fixed`` as for :meth:`sft_args`."""
+        from workings.config.trainer_options import dpo_config
+
+        return dpo_config(self.dpo, self.sft, **fixed)
+
+    def simpo_args(self, **fixed: Any) -> Any:
+        """TRL's ``CPOConfig`` with ``loss_type="simpo"`` for this profile's ``simpo`` section, as :meth:`dpo_args`."""
+        from workings.config.trainer_options import simpo_config
+
+        return simpo_config(self.simpo, self.sft, **fixed)

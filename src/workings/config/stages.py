@@ -68,11 +68,24 @@ def _grpo_args(profile: Profile, **fixed: Any) -> Any:
     return profile.grpo_args(**fixed)
 
 
+def _dpo_args(profile: Profile, **fixed: Any) -> Any:
+    return profile.dpo_args(**fixed)
+
+
+def _simpo_args(profile: Profile, **fixed: Any) -> Any:
+    return profile.simpo_args(**fixed)
+
+
 STAGES: dict[str, Stage] = {
     "sft": Stage("sft", "SFTTrainer", "train", "fine-tune the profile's model on its mix (SFT with LoRA/QLoRA)",
                  "workings.train.sft", "workings.config.stages:_sft_args", fresh=True),
     "grpo": Stage("grpo", "GRPOTrainer", "grpo", "train the previous stage's adapter further with GRPO on verifiable rewards",
                   "workings.train.grpo", "workings.config.stages:_grpo_args"),
+    "dpo": Stage("dpo", "DPOTrainer", "prefer", "train the previous stage's adapter on pairs of its own replies, right "
+                 "over wrong (DPO, or SimPO where training.stages names simpo)", "workings.train.prefer",
+                 "workings.config.stages:_dpo_args", entry="train_dpo"),
+    "simpo": Stage("simpo", "CPOTrainer", "prefer", "", "workings.train.prefer", "workings.config.stages:_simpo_args",
+                   entry="train_simpo"),
 }
 
 

@@ -225,3 +225,71 @@ def grpo_config(options: dict[str, Any], sft_options: dict[str, Any], **fixed: A
     sft = {**SFT_DEFAULTS, **sft_options}
     merged = {**GRPO_DEFAULTS, **{k: sft[k] for k in GRPO_FROM_SFT if k in sft}, **options}
     return _run_config("grpo", _grpo_class(), merged, GRPO_FIXED, fixed)
+
+
+# --- the dpo and simpo sections (workings prefer) -----------------------------------------------
+
+PREFERENCE_DEFAULTS: dict[str, Any] = {
+    "gradient_checkpointing_kwargs": {"use_reentrant": False},
+    "save_strategy": "steps",
+    "dataloader_num_workers": 0,
+    "logging_steps": 1,  # every step's loss, reward margin and accuracy reach the log
+    "logging_first_step": True,
+}
+# What a preference stage takes from the sft section when its own does not say: it trains the same
+# adapter on the same machine and on replies as long as SFT's rows.
+PREFERENCE_FROM_SFT = ("bf16", "fp16", "gradient_checkpointing", "optim", "seed", "max_length")
+PREFERENCE_SET_BY_RUN: dict[str, str] = {
+    "output_dir": "the run folder (--out)",
+    "use_cpu": "training.device",
+    "disable_tqdm": "--quiet",
+    "report_to": "TensorBoard is attached to the run folder's tensorboard/",
+    "logging_nan_inf_filter": "a NaN loss must reach the divergence guard",
+}
+PREFERENCE_FIXED: dict[str, Any] = {"report_to": "none", "logging_nan_inf_filter": False}
+# SimPO (Meng et al., 2024) is CPO's loss_type "simpo" without CPO's behaviour-cloning term; its
+# paper's beta of 2 to 2.5 with a margin gamma of about half of beta.
+SIMPO_DEFAULTS: dict[str, Any] = {"beta": 2.0, "simpo_gamma": 1.0, "cpo_alpha": 0.0}
+SIMPO_SET_BY_RUN: dict[str, str] = {**PREFERENCE_SET_BY_RUN, "loss_type": "the simpo stage is CPO's loss_type simpo; "
+                                    "the dpo stage takes DPO's loss types"}
+SIMPO_FIXED: dict[str, Any] = {**PREFERENCE_FIXED, "loss_type": "simpo"}
+
+
+def _dpo_class() -> type:
+    from trl import DPOConfig
+
+    return DPOConfig
+
+
+def _simpo_class() -> type:
+    with warnings.catch_warnings():  # TRL keeps CPO among its experimental trainers and says so on import
+        warnings.simplefilter("ignore")
+        from trl.experimental.cpo import CPOConfig
+    return CPOConfig
+
+
+def _preference_merged(defaults: dict[str, Any], options: dict[str, Any], sft_options: dict[str, Any]) -> dict[str, Any]:
+    sft = {**SFT_DEFAULTS, **sft_options}
+    return {**PREFERENCE_DEFAULTS, **defaults, **{k: sft[k] for k in PREFERENCE_FROM_SFT if k in sft}, **options}
+
+
+def check_dpo_options(options: dict[str, Any]) -> None:
+    """Validate a profile's ``dpo`` section: names, types, then ``trl.DPOConfig``'s own checks."""
+    check_options("dpo", _dpo_class(), options, PREFERENCE_SET_BY_RUN)
+
+
+def dpo_config(options: dict[str, Any], sft_options: dict[str, Any], **fixed: Any) -> Any:
+    """The ``trl.DPOConfig`` of a ``dpo`` section: project defaults, what it takes from the ``sft``
+    section (:data:`PREFERENCE_FROM_SFT`, when set there), the section itself, then ``fixed``."""
+    return _run_config("dpo", _dpo_class(), _preference_merged({}, options, sft_options), PREFERENCE_FIXED, fixed)
+
+
+def check_simpo_options(options: dict[str, Any]) -> None:
+    """Validate a profile's ``simpo`` section: names, types, then CPO's config's own checks."""
+    check_options("simpo", _simpo_class(), options, SIMPO_SET_BY_RUN)
+
+
+def simpo_config(options: dict[str, Any], sft_options: dict[str, Any], **fixed: Any) -> Any:
+    """The CPO config of a ``simpo`` section (``loss_type: simpo``): project defaults (:data:`SIMPO_DEFAULTS`),
+    what it takes from the ``sft`` section, the section itself, then ``fixed``."""
+    return _run_config("simpo", _simpo_class(), _preference_merged(SIMPO_DEFAULTS, options, sft_options), SIMPO_FIXED, fixed)
