@@ -175,3 +175,11 @@ def test_no_pairs_is_an_error_naming_what_to_change_and_leaves_no_run(tiny_profi
     err = capsys.readouterr().err
     assert "preference: no pairs: of 16 sampled replies 0 were right and strict" in err and "preference.gold_chosen: true" in err
     assert not (runs / "nopairs" / "dpo" / "adapter").exists()
+
+
+def test_prefer_for_a_profile_whose_chain_has_no_preference_stage_says_how_to_add_it(tiny_profile, small_prefer, runs,
+                                                                                     capsys):
+    profile = tiny_profile(small_prefer, name="nochain")  # the demo's chain: sft -> grpo
+    assert main(["prefer", "--profile", str(profile.path)]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        "training.stages: dpo is not in the chain (sft -> grpo); add it there, or name the adapter it starts from with --adapter")

@@ -133,7 +133,7 @@ def previous(profile: Profile, name: str) -> Stage | None:
     names = [s.name for s in chain(profile)]
     if name not in names:
         raise ProfileError(f"{profile.path or profile.name}: training.stages: {name} is not in the chain "
-                           f"({' -> '.join(names)})")
+                           f"({' -> '.join(names)}); add it there, or name the adapter it starts from with --adapter")
     i = names.index(name)
     return STAGES[names[i - 1]] if i else None
 

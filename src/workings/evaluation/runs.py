@@ -45,7 +45,7 @@ def load_generator(profile: Profile, adapter: str | Path | None = None) -> Any:
     return VLLMEngine(
         model_source(profile.model), load_tokenizer(profile.model), adapter=adapter, revision=profile.model.revision,
         dtype=profile.model.dtype, quantized=profile.quantization is not None, max_lora_rank=max(8, profile.lora.r),
-        max_model_len=profile.sft_args().max_length + profile.evaluation.max_new_tokens, seed=profile.evaluation.seed,
+        max_model_len=profile.data.max_length + profile.evaluation.max_new_tokens, seed=profile.evaluation.seed,
     )
 
 
