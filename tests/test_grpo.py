@@ -355,5 +355,11 @@ def test_a_grpo_run_is_the_model_evaluate_ask_and_export_take_and_its_card_descr
     assert "after its stages" not in (tmp_path / "first" / "README.md").read_text()
     assert main(["evaluate", "--profile", str(profile.path), "--tuned-only", "--quiet"]) == 0
     assert f"{runs / 'chain' / 'grpo' / 'adapter'} -> predictions in" in capsys.readouterr().out
+    from workings.cli import build_parser, chosen_adapter
+
+    asked = build_parser().parse_args(["ask", "What is 2 + 3?", "--profile", str(profile.path)])
+    assert chosen_adapter(asked, profile) == runs / "chain" / "grpo" / "adapter"
+    asked = build_parser().parse_args(["ask", "What is 2 + 3?", "--stage", "base"])
+    assert chosen_adapter(asked, profile) is None
     assert main(["ask", "What is 2 + 3?", "--profile", str(profile.path), "--stage", "sft", "--adapter", "x"]) == 2
     assert "--adapter and --stage sft both name the model: give one" in capsys.readouterr().err

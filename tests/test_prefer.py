@@ -183,3 +183,30 @@ def test_prefer_for_a_profile_whose_chain_has_no_preference_stage_says_how_to_ad
     assert main(["prefer", "--profile", str(profile.path)]) == 1
     assert capsys.readouterr().err.strip().endswith(
         "training.stages: dpo is not in the chain (sft -> grpo); add it there, or name the adapter it starts from with --adapter")
+
+
+def test_a_resumed_preference_run_trains_on_the_pairs_it_made_and_its_export_card_tells_the_dpo_stage(
+        tiny_profile, small_prefer, runs, tmp_path):
+    from transformers import TrainerCallback
+
+    from workings.train.prefer import train_dpo
+
+    class Stop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:  # before step 2's checkpoint is saved
+                raise RuntimeError("killed in step 2")
+
+    settings = {**small_prefer, "training": {**small_prefer["training"], "stages": ["sft", "dpo"]}}
+    profile = tiny_profile(settings, name="again")
+    assert main(["train", "--profile", str(profile.path), "--quiet"]) == 0
+    mix, out = runs / "again" / "mix", runs / "again" / "dpo"
+    with pytest.raises(RuntimeError, match="killed in step 2"):
+        train_dpo(profile, mix, out, progress=False, callbacks=[Stop()])
+    made = (out / "pairs.jsonl").read_text()
+    resumed = train_dpo(profile, mix, out, resume=True, progress=False).summary
+    assert resumed["resumed_from"] == "checkpoint-1" and resumed["steps"] == 2
+    assert (out / "pairs.jsonl").read_text() == made and resumed["pairs"]["pairs"] == 8
+    assert main(["export", "--profile", str(profile.path), "--to", str(tmp_path / "dpo-export"), "--quiet"]) == 0
+    card = (tmp_path / "dpo-export" / "README.md").read_text()
+    assert "after its stages sft -> dpo." in card and "2 steps on 8 pairs of its own sampled" in card
+    assert "| synthetic/seed | 2 | 2 | 2 | 0 | 0 |" in card  # the pairs per layout, from run.json

@@ -13,6 +13,7 @@ found by the ``module:function`` it names, so this module, low in the package, i
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,13 @@ class RunLayout:
 
     def adapter(self, name: str | Sequence[str]) -> Path:
         return self.stage(name) / "adapter"
+
+    def summary(self, name: str | Sequence[str]) -> dict[str, Any]:
+        """The stage's ``run.json``: what its run recorded (refused, naming the file, when it has not finished)."""
+        file = self.stage(name) / "run.json"
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: no finished run here")
+        return json.loads(file.read_text())
 
     def finished(self, name: str | Sequence[str]) -> bool:
         """Whether the stage's run finished here: its summary and its adapter's weights are written
