@@ -57,3 +57,33 @@ def test_text_spilling_out_of_a_table_cell_is_found(tmp_path):
     table = ("<table style='table-layout:fixed;width:300px'><colgroup><col style='width:50%'><col style='width:50%'></colgroup>"
              "<tr><td style='white-space:nowrap;overflow:visible'>100.0 (98.7–100.0) and more text</td><td>b</td></tr></table>")
     assert kinds(tmp_path, GOOD + table) == ["text spills out of a table cell"]
+
+
+def test_a_typographic_dash_in_a_command_is_found_and_one_in_an_output_is_not(tmp_path):
+    command = "<div class='highlight-console'><pre>$ workings train \u2013profile a100-bf16</pre></div>"
+    output = "<div class='cell_output'><pre>accuracy 74.8\u201383.8</pre></div>"
+    assert kinds(tmp_path, GOOD + output) == []
+    assert kinds(tmp_path, GOOD + command) == ["non-ASCII dash or quote in code"]
+    assert kinds(tmp_path, GOOD + "<p>Run <code>workings export \u2014to x</code>.</p>") == ["non-ASCII dash or quote in code"]
+
+
+def test_an_index_header_and_a_float_with_too_many_decimals_are_found(tmp_path):
+    table = "<table><tr><th>index</th><th>loss</th></tr><tr><td>train_loss</td><td>0.5026001099497079</td></tr></table>"
+    assert kinds(tmp_path, GOOD + table) == ["a number printed with more than 6 decimals", "an index column header"]
+    fine = "<table><tr><th>model</th><th>loss</th></tr><tr><td>SFT</td><td>0.503</td></tr></table>"
+    assert kinds(tmp_path, GOOD + fine) == []
+
+
+def test_a_word_broken_across_lines_in_a_narrow_cell_is_found(tmp_path):
+    narrow = ("<table style='table-layout:fixed;width:120px'><tr><td style='width:12px;overflow-wrap:anywhere'>False</td>"
+              "<td>synthetic data</td></tr></table>")
+    assert kinds(tmp_path, GOOD + narrow) == ["a word broken inside a table cell"]
+    wrapped = "<table style='width:120px'><tr><td style='width:60px'>two words wrap here</td></tr></table>"
+    assert kinds(tmp_path, GOOD + wrapped) == []
+
+
+def test_tables_numbered_across_the_book_are_found(tmp_path):
+    caption = "<table><caption><span class='caption-number'>Table {} </span>a table</caption><tr><td>1</td></tr></table>"
+    assert kinds(tmp_path, GOOD + caption.format(44)) == ["table numbers do not start at 1 on this page"]
+    assert kinds(tmp_path, GOOD + caption.format(1) + caption.format(2)) == []
+    assert kinds(tmp_path, GOOD + caption.format("5.1")) == []

@@ -2,7 +2,9 @@
 
 :func:`check_pages` finds what a reader should never meet: an element wider than the content
 column (or text cut off inside a scrolled box), an image without a caption, an error or warning
-output, a path of the build machine. It saves a full-page screenshot of every page beside the book.
+output, a path of the build machine, a typographic dash or quote in code a reader would copy, an
+``index`` column header, a number printed with more than 6 decimals, a word broken across lines in a
+table cell, and table numbers that do not start at 1 (or at the chapter's N.1) on a page. It saves a full-page screenshot of every page beside the book.
 
 ``workings check-book`` runs it and exits 1 when a page has a problem.
 """
@@ -56,6 +58,42 @@ _PAGE_CHECK = """
   }
   for (const el of article.querySelectorAll('.cell_output')) {
     if (!el.innerText.trim() && !el.querySelector('img, svg, table')) problems.push(['empty output box', describe(el.parentElement)]);
+  }
+  // What a reader copies must run: a typographic dash or quote in code fails in a shell or in Python.
+  const typographic = /[\u2010-\u2015\u2018\u2019\u201C\u201D\u2212]/;
+  for (const el of article.querySelectorAll('pre, code')) {
+    if (el.closest('.cell_output') || (el.tagName === 'CODE' && el.parentElement.closest('pre'))) continue;  // outputs are not copied as code
+    const found = el.textContent.match(typographic);
+    if (found) {
+      const code = found[0].codePointAt(0).toString(16).toUpperCase().padStart(4, '0');
+      problems.push(['non-ASCII dash or quote in code', `U+${code} in ${describe(el)}`]);
+    }
+  }
+  for (const th of article.querySelectorAll('th')) {
+    if (th.innerText.trim() === 'index') problems.push(['an index column header', describe(th.closest('table'))]);
+  }
+  for (const el of article.querySelectorAll('td, th, .cell_output pre')) {
+    const found = el.innerText.match(/\d\.\d{7,}/);
+    if (found) problems.push(['a number printed with more than 6 decimals', `${found[0]} in ${describe(el)}`]);
+  }
+  // A word the browser broke across two lines of a narrow cell ("Fals e"): its letters lie on two lines.
+  for (const cell of article.querySelectorAll('td, th')) {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const word of node.textContent.matchAll(/[A-Za-z0-9_]{2,}/g)) {  // letters, digits, underscores: one word
+        const range = document.createRange();
+        range.setStart(node, word.index);
+        range.setEnd(node, word.index + word[0].length);
+        const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+        if (tops.size > 1) problems.push(['a word broken inside a table cell', `${word[0]} in ${describe(cell)}`]);
+      }
+    }
+  }
+  // Tables are numbered per page (1, 2, ...) or per chapter (5.1, 5.2, ...): the first on a page is 1 or N.1.
+  const first = article.querySelector('table caption .caption-number');
+  if (first) {
+    const number = first.innerText.trim().replace(/^Table\s+/, '');
+    if (!/^(\d+\.)?1$/.test(number)) problems.push(['table numbers do not start at 1 on this page', first.innerText.trim()]);
   }
   const text = article.innerText;
   for (const marker of markers) {

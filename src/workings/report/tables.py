@@ -19,10 +19,25 @@ def _markdown_cell(text: str) -> str:
     return text
 
 
+def _cell(value: Any) -> str:
+    """A value as a reader reads it: a float with four significant digits (thousands with one decimal,
+    whole ten-thousands without), never the 16 digits of its repr; everything else as it prints."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        if math.isnan(value):
+            return ""
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{value:,.0f}" if abs(value) >= 10_000 else str(value)
+        return f"{value:,.1f}" if abs(value) >= 1_000 else f"{value:.4g}"
+    return "" if value is None or (not isinstance(value, (list, dict, tuple)) and pd.isna(value)) else str(value)
+
+
 def markdown_table(table: pd.DataFrame) -> str:
-    """A frame as a GitHub-flavoured Markdown table (index levels as the first columns)."""
+    """A frame as a GitHub-flavoured Markdown table (index levels as the first columns; an unnamed
+    index gets an empty header, not pandas' ``index``)."""
+    unnamed = [f"level_{i}" if table.index.nlevels > 1 else "index" for i, name in enumerate(table.index.names) if name is None]
     flat = table.reset_index()
-    cells = [[str(c) for c in flat.columns]] + [["" if pd.isna(v) else str(v) for v in row] for row in flat.itertuples(index=False)]
+    header = ["" if c in unnamed else str(c) for c in flat.columns]
+    cells = [header] + [[_cell(v) for v in row] for row in flat.itertuples(index=False)]
     escape = [[_markdown_cell(c) for c in row] for row in cells]
     lines = ["| " + " | ".join(escape[0]) + " |", "|" + "---|" * len(escape[0])]
     lines += ["| " + " | ".join(row) + " |" for row in escape[1:]]
