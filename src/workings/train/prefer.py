@@ -27,7 +27,7 @@ from typing import Any
 
 from workings.config.schema import Profile, ProfileError
 from workings.core.chat import END_OF_TURN, stop_token_ids
-from workings.core.rewards import score_replies
+from workings.core.rewards import correctness, strict_format
 from workings.evaluation.generate import SamplingConfig, generate
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.prompts import candidate_prompts
@@ -97,14 +97,12 @@ def sampled_replies(profile: Profile, model: Any, tokenizer: Any, candidates: Se
                            progress and processes.is_main_process, ids=[f"{candidates[i]['id']}#{k}" for i, k in asked],
                            layout=layout, share=share)
         mine = [(key, reply) for key, reply in zip(asked, answers) if reply is not None]
-        scores = score_replies(["correctness", "strict_format"], [r.text for _, r in mine],
-                               question=[candidates[i]["question"] for (i, _), _ in mine],
-                               gold=[candidates[i]["gold"] for (i, _), _ in mine],
-                               completion_ids=[[0] * r.new_tokens for _, r in mine],
-                               max_completion_length=sampling.max_new_tokens, overlong_buffer=1)
+        texts = [reply.text for _, reply in mine]
+        right = correctness(texts, gold=[candidates[i]["gold"] for (i, _), _ in mine])
+        strict = strict_format(texts)
         for n, (key, reply) in enumerate(mine):
-            scored[key] = {"text": reply.text, "right": scores["correctness"][n] == 1.0,
-                           "strict": scores["strict_format"][n] == 1.0, "truncated": reply.truncated}
+            scored[key] = {"text": reply.text, "right": right[n] == 1.0, "strict": strict[n] == 1.0,
+                           "truncated": reply.truncated}
     if processes.num_processes > 1:
         scored = {k: v for part in gather_object([scored]) for k, v in part.items()}
     return [[scored[(i, k)] for k in range(samples)] for i in range(len(candidates))]
