@@ -64,6 +64,13 @@ def tiny_profile(tmp_path, random_tiny_dir):
 
 
 @pytest.fixture
+def runs(tmp_path, monkeypatch):
+    """Run folders of this test under its own temporary folder (``$WORKINGS_RUNS``)."""
+    monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+@pytest.fixture
 def small_run():
     """Profile sections for a run of seconds on the random tiny model: 40 synthetic rows (4 held out),
     a 6-question eval set, 4 steps of 2 rows, 4 new tokens per reply. A fresh copy each time."""

@@ -9,11 +9,6 @@ import yaml
 
 from workings.cli import main
 
-@pytest.fixture
-def runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
-    return tmp_path / "runs"
-
 
 def one_line_error(capsys, command: str) -> str:
     err = capsys.readouterr().err.strip().splitlines()

@@ -9,12 +9,6 @@ from workings.config.schema import ProfileError
 
 
 @pytest.fixture
-def runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
-    return tmp_path / "runs"
-
-
-@pytest.fixture
 def small_grpo(small_run):
     """A GRPO run of seconds after ``small_run``'s SFT: 16 synthetic prompts, 2 steps of 2 prompts x 4 replies."""
     return {**small_run,

@@ -10,12 +10,6 @@ from workings.config.schema import ProfileError
 
 
 @pytest.fixture
-def runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
-    return tmp_path / "runs"
-
-
-@pytest.fixture
 def small_prefer(small_run):
     """A preference run of seconds after ``small_run``'s SFT: 8 synthetic prompts, 2 sampled replies each; the
     random model is never right, so the row's worked solution is chosen over a sampled reply; 2 steps of 2 pairs."""

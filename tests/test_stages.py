@@ -9,12 +9,6 @@ from workings.config.schema import ProfileError
 from workings.config.stages import STAGES, RunLayout, chain, previous, produced_adapter, produced_stage, run_layout
 
 
-@pytest.fixture
-def runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKINGS_RUNS", str(tmp_path / "runs"))
-    return tmp_path / "runs"
-
-
 def finish(layout: RunLayout, stage: str) -> None:
     """What a finished run leaves that the layout reads: its summary and its adapter's weights."""
     (layout.adapter(stage)).mkdir(parents=True)

@@ -7,14 +7,14 @@ and writes its run into the folder named after it under the profile's run folder
 
 "The model this profile produced" is :func:`produced_stage`: the last stage of the chain whose run
 has finished, unless a command's ``--stage`` names another. The registry is data: a stage's code is
-found by the ``module:function`` it names, so this module, low in the package, imports none of it.
+found by the module it names, so this module, low in the package, imports none of it.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +35,13 @@ class Stage:
     # progress, callbacks) -> TrainResult, result_line(result) -> str (what the command prints) and
     # describe(profile, run, before) -> str (the paragraph of an export's card, from its run.json).
     module: str
-    config: str  # "module:function" building its TRL config from a profile: config(profile, **fixed)
+    config: str  # the Profile method that builds its TRL config: profile.<config>(**fixed)
     fresh: bool = False  # trains a new adapter on the base (only a chain's first stage), else continues the one before
     entry: str = "train"  # the module's function that trains it (stages sharing a module have one each)
 
     def trainer_config(self, profile: Profile, **fixed: Any) -> Any:
         """This stage's TRL config for ``profile``: its section over the project's defaults, then ``fixed``."""
-        return _resolve(self.config)(profile, **fixed)
+        return getattr(profile, self.config)(**fixed)
 
     def options(self, profile: Profile) -> dict[str, Any]:
         """The profile's own section for this stage, as written."""
@@ -56,36 +56,15 @@ class Stage:
         return getattr(self.implementation(), self.entry)(profile, mix_dir, out_dir, start_from, **kwargs)
 
 
-def _resolve(target: str) -> Callable[..., Any]:
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _sft_args(profile: Profile, **fixed: Any) -> Any:
-    return profile.sft_args(**fixed)
-
-
-def _grpo_args(profile: Profile, **fixed: Any) -> Any:
-    return profile.grpo_args(**fixed)
-
-
-def _dpo_args(profile: Profile, **fixed: Any) -> Any:
-    return profile.dpo_args(**fixed)
-
-
-def _simpo_args(profile: Profile, **fixed: Any) -> Any:
-    return profile.simpo_args(**fixed)
-
-
 STAGES: dict[str, Stage] = {
     "sft": Stage("sft", "SFTTrainer", "train", "fine-tune the profile's model on its mix (SFT with LoRA/QLoRA)",
-                 "workings.train.sft", "workings.config.stages:_sft_args", fresh=True),
+                 "workings.train.sft", "sft_args", fresh=True),
     "grpo": Stage("grpo", "GRPOTrainer", "grpo", "train the previous stage's adapter further with GRPO on verifiable rewards",
-                  "workings.train.grpo", "workings.config.stages:_grpo_args"),
+                  "workings.train.grpo", "grpo_args"),
     "dpo": Stage("dpo", "DPOTrainer", "prefer", "train the previous stage's adapter on pairs of its own replies, right "
                  "over wrong (DPO, or SimPO where training.stages names simpo)", "workings.train.prefer",
-                 "workings.config.stages:_dpo_args", entry="train_dpo"),
-    "simpo": Stage("simpo", "CPOTrainer", "prefer", "", "workings.train.prefer", "workings.config.stages:_simpo_args",
+                 "dpo_args", entry="train_dpo"),
+    "simpo": Stage("simpo", "CPOTrainer", "prefer", "", "workings.train.prefer", "simpo_args",
                    entry="train_simpo"),
 }
 

@@ -17,7 +17,6 @@ the earlier run only once the new one has finished, the divergence guard, Tensor
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections import Counter
@@ -32,8 +31,8 @@ from workings.evaluation.generate import SamplingConfig, generate, nucleus_sampl
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.prompts import candidate_prompts
 from workings.train.runs import (StageRun, TrainResult, adapter_dtype_on_save, check_environment, divergence_guard,
-                                 keep_adapter_dtypes_on_resume, run_processes, run_seconds, run_stage, start_adapter,
-                                 train_profile_stage)
+                                 keep_adapter_dtypes_on_resume, made_once, run_processes, run_seconds, run_stage,
+                                 start_adapter, train_profile_stage)
 
 log = logging.getLogger(__name__)
 
@@ -216,29 +215,23 @@ def train_grpo(profile: Profile, mix_dir: str | Path, out_dir: str | Path, adapt
     returned as it is; one process at a time trains in it. A resumed run trains on the prompts it
     chose and reports how they were chosen (``prompts.json``) as the first session did.
     """
-    from workings.files import read_jsonl, write_jsonl
-
     adapter = Path(adapter) if adapter is not None else default_sft_adapter(profile)
     processes = run_processes(profile)
 
     def build(work_dir: Path, resumed_from: Path | None, callbacks: list[Any]) -> StageRun:
-        saved, saved_report = work_dir / PROMPTS_FILE, work_dir / PROMPTS_REPORT
-        selection = read_jsonl(saved) if resumed_from and saved.is_file() else None
-        trainer, prompts = build_grpo_trainer(profile, mix_dir, work_dir, adapter, selection=selection, progress=progress,
-                                              callbacks=callbacks)
-        if selection is None:
-            if processes.is_main_process:
-                write_jsonl(saved, prompts["selection"])
-                saved_report.write_text(json.dumps(prompts["report"], indent=1))
-        elif saved_report.is_file():
-            prompts["report"] = json.loads(saved_report.read_text())
+        def with_prompts(saved: list[dict[str, Any]] | None) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+            trainer, prompts = build_grpo_trainer(profile, mix_dir, work_dir, adapter, selection=saved, progress=progress,
+                                                  callbacks=callbacks)
+            return trainer, prompts["selection"], prompts["report"]
+
+        trainer, _, report = made_once(work_dir, resumed_from, (PROMPTS_FILE, PROMPTS_REPORT), processes, with_prompts)
 
         def summarise(trainer: Any, output: Any, seconds: float) -> dict[str, Any]:
             history = trainer.state.log_history
             rewards = {name: [h[f"rewards/{name}/mean"] for h in history if f"rewards/{name}/mean" in h]
                        for name in profile.reinforcement.rewards}
             return {
-                "prompts": prompts["report"],
+                "prompts": report,
                 "rewards_first_logged": {k: v[0] for k, v in rewards.items() if v},
                 "rewards_last_logged": {k: v[-1] for k, v in rewards.items() if v},
                 "reinforcement": {k: getattr(profile.reinforcement, k) for k in ("rewards", "layouts", "candidates",

@@ -32,7 +32,8 @@ from workings.evaluation.generate import SamplingConfig, generate
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.prompts import candidate_prompts
 from workings.train.runs import (StageRun, TrainResult, adapter_dtype_on_save, check_environment, divergence_guard,
-                                 keep_adapter_dtypes_on_resume, run_processes, run_seconds, run_stage, start_adapter)
+                                 keep_adapter_dtypes_on_resume, made_once, run_processes, run_seconds, run_stage,
+                                 start_adapter)
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,6 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, start_from
     """The preference stage (``stage``: ``dpo`` or ``simpo``, by default the one of the profile's chain,
     else ``dpo``) on ``start_from`` (default: the adapter of the stage before it in the chain);
     checkpoints, logs, ``pairs.jsonl`` and ``adapter/`` to ``out_dir``, by every stage's run folder rules."""
-    from workings.files import read_jsonl, write_jsonl
-
     if stage is None:
         stage = next((s for s in profile.training.stages if s in ("dpo", "simpo")), "dpo")
     adapter = Path(start_from) if start_from is not None else start_adapter(profile, stage)
@@ -219,21 +218,17 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, start_from
     processes = run_processes(profile)
 
     def build(work_dir: Path, resumed_from: Path | None, callbacks: list[Any]) -> StageRun:
-        saved, saved_report = work_dir / PAIRS_FILE, work_dir / PAIRS_REPORT
-        pairs = read_jsonl(saved) if resumed_from and saved.is_file() else None
-        trainer, made = build_preference_trainer(profile, stage, mix_dir, work_dir, adapter, pairs=pairs,
-                                                 progress=progress, callbacks=callbacks)
-        if pairs is None:
-            if processes.is_main_process:
-                write_jsonl(saved, made["pairs"])
-                saved_report.write_text(json.dumps(made["report"], indent=1))
-        elif saved_report.is_file():
-            made["report"] = json.loads(saved_report.read_text())
+        def with_pairs(saved: list[dict[str, Any]] | None) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+            trainer, made = build_preference_trainer(profile, stage, mix_dir, work_dir, adapter, pairs=saved,
+                                                     progress=progress, callbacks=callbacks)
+            return trainer, made["pairs"], made["report"]
+
+        trainer, _, report = made_once(work_dir, resumed_from, (PAIRS_FILE, PAIRS_REPORT), processes, with_pairs)
 
         def summarise(trainer: Any, output: Any, seconds: float) -> dict[str, Any]:
             logged = [h for h in trainer.state.log_history if "loss" in h and "rewards/margins" in h]
             keys = {"loss": "loss", "reward_margin": "rewards/margins", "reward_accuracy": "rewards/accuracies"}
-            return {"pairs": made["report"],
+            return {"pairs": report,
                     "first_logged": {k: logged[0][v] for k, v in keys.items()} if logged else {},
                     "last_logged": {k: logged[-1][v] for k, v in keys.items()} if logged else {},
                     "preference": {k: getattr(profile.preference, k) for k in (

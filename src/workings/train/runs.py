@@ -605,6 +605,27 @@ class StageRun:
     card: Callable[[dict[str, Any]], str]  # the run folder's README, from the whole summary
 
 
+def made_once(work_dir: Path, resumed_from: Path | None, names: tuple[str, str], processes: Any,
+              build: Callable[[list[dict[str, Any]] | None], tuple[Any, list[dict[str, Any]], dict[str, Any]]]
+              ) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+    """A stage's trainer with the rows it makes before training (GRPO's prompts, the preference
+    stage's pairs), made once per run: ``build(None)`` makes them and the first session writes them
+    and their report to the run folder (``names``: the JSONL and the JSON file); a resumed session
+    reads them back, builds with them, and keeps the first session's report. Returns (trainer, rows, report)."""
+    from workings.files import read_jsonl, write_jsonl
+
+    rows_file, report_file = work_dir / names[0], work_dir / names[1]
+    saved = read_jsonl(rows_file) if resumed_from and rows_file.is_file() else None
+    trainer, rows, report = build(saved)
+    if saved is None:
+        if processes.is_main_process:
+            write_jsonl(rows_file, rows)
+            report_file.write_text(json.dumps(report, indent=1))
+    elif report_file.is_file():
+        report = json.loads(report_file.read_text())
+    return trainer, rows, report
+
+
 def run_stage(profile: Profile, stage: str, mix_dir: str | Path, out_dir: str | Path, start_from: Path | None, *,
               resume: bool, overwrite: bool, build: Callable[[Path, Path | None, list[Any]], StageRun],
               callbacks: list[Any] | None = None) -> TrainResult:
