@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from workings.config.schema import Profile, ProfileError
-from workings.core.chat import stop_token_ids
 from workings.core.rewards import correctness, reward_functions
 from workings.evaluation.generate import SamplingConfig, generate, nucleus_sampler, vllm_available
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.prompts import candidate_prompts
 from workings.train.runs import (StageRun, TrainResult, adapter_dtype_on_save, check_environment, divergence_guard,
-                                 keep_adapter_dtypes_on_resume, made_once, run_processes, run_seconds, run_stage,
-                                 start_adapter, train_profile_stage)
+                                 continued_policy, keep_adapter_dtypes_on_resume, made_once, run_processes, run_seconds,
+                                 run_stage, start_adapter, train_profile_stage)
 
 log = logging.getLogger(__name__)
 
@@ -156,26 +155,20 @@ def build_grpo_trainer(profile: Profile, mix_dir: str | Path, out_dir: str | Pat
     run trains on the prompts it started with.
     """
     import datasets
-    import transformers
     from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback
     from transformers.integrations import TensorBoardCallback
     from trl import GRPOTrainer
 
-    from workings.data.mix import load_mix
-    from workings.models.loading import check_adapter, load_base_model, load_tokenizer
-    from workings.models.qlora import adapter_weights_to_float32, continue_adapter
+    from workings.models.loading import check_adapter
+    from workings.models.qlora import adapter_weights_to_float32
 
     check_environment(profile, "grpo")
     check_adapter(adapter)
     args = grpo_config(profile, out_dir, progress=progress)
     settings = profile.reinforcement
     processes = run_processes(profile)
-    train_rows, _, _ = load_mix(mix_dir)
-    transformers.set_seed(args.seed)
-    tokenizer = load_tokenizer(profile.model)
-    model = continue_adapter(load_base_model(profile), profile, adapter, bool(args.gradient_checkpointing))
-    model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # a reply ends at <end_of_turn>
+    model, tokenizer, train_rows = continued_policy(profile, mix_dir, adapter, args)
     if selection is None:
         selection, report = choose_prompts(profile, model, tokenizer, train_rows, args, progress, processes)
     else:

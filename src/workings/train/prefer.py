@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from workings.config.schema import Profile, ProfileError
-from workings.core.chat import END_OF_TURN, stop_token_ids
+from workings.core.chat import END_OF_TURN
 from workings.core.rewards import correctness, strict_format
 from workings.evaluation.generate import SamplingConfig, generate
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.prompts import candidate_prompts
 from workings.train.runs import (StageRun, TrainResult, adapter_dtype_on_save, check_environment, divergence_guard,
-                                 keep_adapter_dtypes_on_resume, made_once, run_processes, run_seconds, run_stage,
-                                 start_adapter)
+                                 continued_policy, keep_adapter_dtypes_on_resume, made_once, run_processes, run_seconds,
+                                 run_stage, start_adapter)
 
 log = logging.getLogger(__name__)
 
@@ -146,24 +146,18 @@ def build_preference_trainer(profile: Profile, stage: str, mix_dir: str | Path, 
     """Everything :func:`train` does before ``trainer.train()``; the trainer and the pairs with their report.
     ``pairs`` (those of an interrupted run) skips making them again."""
     import datasets
-    import transformers
     from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback
     from transformers.integrations import TensorBoardCallback
 
-    from workings.data.mix import load_mix
-    from workings.models.loading import check_adapter, load_base_model, load_tokenizer
-    from workings.models.qlora import adapter_weights_to_float32, continue_adapter
+    from workings.models.loading import check_adapter
+    from workings.models.qlora import adapter_weights_to_float32
 
     check_environment(profile, stage)
     check_adapter(adapter)
     args = preference_config(profile, stage, out_dir, progress=progress)
     processes = run_processes(profile)
-    train_rows, _, _ = load_mix(mix_dir)
-    transformers.set_seed(args.seed)
-    tokenizer = load_tokenizer(profile.model)
-    model = continue_adapter(load_base_model(profile), profile, adapter, bool(args.gradient_checkpointing))
-    model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # a reply ends at <end_of_turn>
+    model, tokenizer, train_rows = continued_policy(profile, mix_dir, adapter, args)
     report: dict[str, Any] = {"pairs": len(pairs or [])}
     if pairs is None:
         pairs, report = make_pairs(profile, model, tokenizer, train_rows, args, progress, processes)

@@ -605,6 +605,25 @@ class StageRun:
     card: Callable[[dict[str, Any]], str]  # the run folder's README, from the whole summary
 
 
+def continued_policy(profile: Profile, mix_dir: str | Path, adapter: str | Path, args: Any) -> tuple[Any, Any, Any]:
+    """What a stage after the first starts from: the mix's training rows, the seed of ``args`` set,
+    the tokenizer, and the base with ``adapter`` continued (trainable, in float32), its replies
+    ending at ``<end_of_turn>``. Returns (model, tokenizer, train_rows)."""
+    import transformers
+
+    from workings.core.chat import stop_token_ids
+    from workings.data.mix import load_mix
+    from workings.models.loading import load_base_model, load_tokenizer
+    from workings.models.qlora import continue_adapter
+
+    train_rows, _, _ = load_mix(mix_dir)
+    transformers.set_seed(args.seed)
+    tokenizer = load_tokenizer(profile.model)
+    model = continue_adapter(load_base_model(profile), profile, adapter, bool(args.gradient_checkpointing))
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # a reply ends at <end_of_turn>
+    return model, tokenizer, train_rows
+
+
 def made_once(work_dir: Path, resumed_from: Path | None, names: tuple[str, str], processes: Any,
               build: Callable[[list[dict[str, Any]] | None], tuple[Any, list[dict[str, Any]], dict[str, Any]]]
               ) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
