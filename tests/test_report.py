@@ -394,7 +394,7 @@ def test_pipelines_are_each_paired_with_the_reference_on_every_benchmark_and_lay
     assert list(table.index) == [("SFT + DPO", "sums"), ("SFT + DPO", "sums (seed)")]
     assert table.loc[("SFT + DPO", "sums"), "only this right"] == 5 and table.loc[("SFT + DPO", "sums"), "only SFT right"] == 0
     assert table.loc[("SFT + DPO", "sums"), "McNemar p"] == "0.062"  # 5 discordant, all one way: 2 x 0.5^5
-    assert table.loc[("SFT + DPO", "sums (seed)"), "accuracy (%)"] == 20.0
+    assert table.loc[("SFT + DPO", "sums (seed)"), "accuracy, SFT to this (%)"] == "0.0 to 20.0"
     layouts = layout_table(comparison.layouts)
     assert layouts.loc[("seed", "SFT + DPO"), "strict_format % (95% CI)"].startswith("50.0 (")
     assert layouts.loc[("project", "SFT"), "accuracy % (95% CI)"].startswith("40.0 (")

@@ -13,7 +13,8 @@ from workings.config.schema import Profile
 
 def _markdown_cell(text: str) -> str:
     """A cell's text shown as written: no HTML (``<reasoning>``), math (``$12``), code or column breaks."""
-    for char, escaped in (("\\", "\\\\"), ("|", "\\|"), ("$", "\\$"), ("`", "\\`"), ("<", "&lt;"), (">", "&gt;"),
+    # A zero-width space after each ">" lets a narrow cell wrap a reply between its tags, not inside a word.
+    for char, escaped in (("\\", "\\\\"), ("|", "\\|"), ("$", "\\$"), ("`", "\\`"), ("<", "&lt;"), (">", "&gt;\u200b"),
                           ("\n", " ")):
         text = text.replace(char, escaped)
     return text
@@ -223,16 +224,16 @@ def comparison_table(comparisons: Sequence[Any]) -> pd.DataFrame:
 
 def pipelines_paired_table(comparisons: Sequence[Any]) -> pd.DataFrame:
     """Each pipeline against the same reference on each benchmark (and layout), question by question:
-    both accuracies, the discordant questions, the difference with its paired-bootstrap 95% interval
-    and McNemar's exact p-value; one row per (pipeline, benchmark)."""
+    both accuracies, the questions only one of them got right, the difference with its paired-bootstrap
+    95% interval and McNemar's exact p-value; one row per (pipeline, benchmark)."""
     rows = {}
     for cmp in comparisons:
         c = cmp.paired
         rows[(cmp.b, cmp.benchmark)] = {
-            "n": c.n, f"accuracy of {cmp.a} (%)": round(100 * cmp.rate_a, 1), "accuracy (%)": round(100 * cmp.rate_b, 1),
+            "n": c.n, f"accuracy, {cmp.a} to this (%)": f"{100 * cmp.rate_a:.1f} to {100 * cmp.rate_b:.1f}",
             f"only {cmp.a} right": c.only_a, "only this right": c.only_b,
-            "difference (pp)": f"{100 * c.difference:+.1f} ({100 * c.difference_ci[0]:.1f} to {100 * c.difference_ci[1]:.1f})",
-            "McNemar p": f"{c.p_value:.2g}", "significant (p<0.05)": c.significant,
+            "difference, pp (95% CI)": f"{100 * c.difference:+.1f} ({100 * c.difference_ci[0]:.1f} to {100 * c.difference_ci[1]:.1f})",
+            "McNemar p": f"{c.p_value:.2g}",
         }
     table = pd.DataFrame(rows).T
     table.index = pd.MultiIndex.from_tuples(list(rows), names=["pipeline", "benchmark"])
