@@ -287,6 +287,17 @@ GALLERY_KINDS = {
 }
 
 
+REPLY_STYLE = "white-space:pre-wrap;overflow-wrap:normal;word-break:normal;font-size:80%"
+
+
+def _reply_html(text: str) -> str:
+    """A reply, escaped, whitespace kept, free to wrap after a tag's closing bracket (``<wbr>``,
+    which a reader copying the reply does not copy) and between words, never inside one."""
+    from html import escape
+
+    return escape(text).replace("&gt;", "&gt;<wbr>")
+
+
 def gallery(scored: Sequence[Any], kind: str, n: int = 3) -> Any:
     """An HTML table of the first ``n`` replies of one kind: correct, wrong (well formed) or format failure."""
     from html import escape
@@ -304,7 +315,7 @@ def gallery(scored: Sequence[Any], kind: str, n: int = 3) -> Any:
         flags = ", ".join(f for f, on in (("strict", s.strict), ("lenient", s.lenient), ("truncated", s.truncated)) if on)
         body.append(
             f"<tr><td style='vertical-align:top;font-size:85%'>{escape(s.question)}<br><b>gold: {escape(str(s.gold))}</b></td>"
-            f"<td style='vertical-align:top'><pre style='white-space:pre-wrap;font-size:80%'>{escape(s.output)}</pre></td>"
+            f"<td style='vertical-align:top'><pre style='{REPLY_STYLE}'>{_reply_html(s.output)}</pre></td>"
             f"<td style='vertical-align:top;font-size:85%'>parsed: {escape(str(s.answer))}<br>{verdict}<br>{escape(flags)}"
             f"<br>{s.new_tokens} tokens</td></tr>")
     return HTML(f"<table><tr><th>question</th><th>reply</th><th>verdict</th></tr>{''.join(body)}</table>")
@@ -320,7 +331,7 @@ def side_by_side(questions: Sequence[str], golds: Sequence[str], columns: Mappin
     body = []
     for i, (question, gold) in enumerate(zip(questions, golds)):
         cells = "".join(
-            f"<td style='vertical-align:top'><pre style='white-space:pre-wrap;font-size:80%'>{escape(outputs[i])}</pre></td>"
+            f"<td style='vertical-align:top'><pre style='{REPLY_STYLE}'>{_reply_html(outputs[i])}</pre></td>"
             for outputs in columns.values())
         body.append(f"<tr><td style='vertical-align:top;font-size:85%'>{escape(question)}<br><b>gold: {escape(gold)}</b></td>{cells}</tr>")
     return HTML(f"<table><tr><th>question</th>{head}</tr>{''.join(body)}</table>")
