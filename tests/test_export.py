@@ -264,3 +264,20 @@ def test_a_merged_export_runs_in_tunix_with_the_logits_and_greedy_tokens_of_tran
     parity = tunix_parity(out, prompts, steps=8, stops=stop_token_ids(tokenizer))
     assert parity.max_logit_difference < 1e-4  # float32 on both sides, from the same bfloat16 weights
     assert (parity.same_greedy, parity.prompts) == (2, 2) and parity.greedy_tokens > 2
+
+
+def test_check_tunix_runs_a_merged_export_from_the_command_line_and_refuses_an_adapter(trained, tmp_path, capsys):
+    from workings.config.environment import tunix_python
+
+    if not tunix_python().is_file():
+        pytest.skip(f"no Tunix environment at {tunix_python()} (make test creates it)")
+    profile, adapter = trained
+    out = tmp_path / "merged"
+    assert main(["export", "--profile", str(profile.path), "--to", str(out), "--merge", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["check-tunix", str(out), "--profile", str(profile.path), "--questions", "1", "--steps", "4"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{out}: Tunix against transformers (float32) on 1 question of few: largest logit difference ")
+    assert "; greedy continuations identical on 1 of 1 (" in line
+    assert main(["check-tunix", str(adapter), "--profile", str(profile.path)]) == 2
+    assert "not a merged export (no config.json and safetensors); export with --merge first" in capsys.readouterr().err

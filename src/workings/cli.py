@@ -233,6 +233,30 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_tunix_command(args: argparse.Namespace) -> int:
+    """Load a merged export in Tunix's Gemma code and with transformers; compare logits and greedy tokens."""
+    from transformers import AutoTokenizer
+
+    from workings.core.chat import render_prompt, stop_token_ids
+    from workings.evaluation.benchmarks import profile_benchmarks
+    from workings.export.tunix import tunix_parity
+
+    folder = Path(args.folder)
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        raise UsageError(f"{folder}: not a merged export (no config.json and safetensors); export with --merge first")
+    profile = _profile(args)
+    graded = [b for b in profile_benchmarks(profile) if b.graded] or profile_benchmarks(profile)
+    bench = max(graded, key=lambda b: len(b.rows))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    prompts = [tokenizer(render_prompt(row["question"], tokenizer), add_special_tokens=False)["input_ids"]
+               for row in bench.rows[: args.questions]]
+    parity = tunix_parity(folder, prompts, steps=args.steps, stops=stop_token_ids(tokenizer))
+    print(f"{folder}: Tunix against transformers (float32) on {parity.prompts} question{'' if parity.prompts == 1 else 's'} of {bench.name}: largest logit "
+          f"difference {parity.max_logit_difference:.2g}; greedy continuations identical on {parity.same_greedy} of "
+          f"{parity.prompts} ({parity.greedy_tokens} tokens)")
+    return 0 if parity.same_greedy == parity.prompts else 1
+
+
 def profiles_command(args: argparse.Namespace) -> int:
     from workings.config.loading import PROFILE_DIR, profile_names
 
@@ -401,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     pages.add_argument("html", nargs="?", default="_build/html", help="the built book (default: _build/html)")
     pages.add_argument("--screenshots", default="_build/screenshots", help="where page screenshots go")
     pages.set_defaults(func=check_book_command, profile=None, quiet=False, debug=False)
+
+    tunix = commands.add_parser("check-tunix", parents=[common],
+                                help="run a merged export in Tunix's Gemma code (JAX) and compare it with transformers")
+    tunix.add_argument("folder", help="a merged export (workings export --merge --to FOLDER)")
+    tunix.add_argument("--questions", type=positive_int, default=4, help="questions of the profile's largest benchmark (default 4)")
+    tunix.add_argument("--steps", type=positive_int, default=16, help="greedy tokens compared per question (default 16)")
+    tunix.set_defaults(func=check_tunix_command)
 
     listing = commands.add_parser("profiles", help="list the profiles shipped with workings")
     listing.set_defaults(func=profiles_command, profile=None, quiet=False, debug=False)

@@ -172,3 +172,17 @@ def profile_option(profile: Profile) -> str:
 def profile_command(profile: Profile, command: str) -> str:
     """``workings COMMAND --profile ...``: a hint that runs as printed (see :func:`profile_option`)."""
     return f"workings {command} {profile_option(profile)}"
+
+
+FSDP_CONFIG = "src/workings/config/accelerate/fsdp-qlora.yaml"  # accelerate's config for FSDP with QLoRA
+
+
+def launch_command(profile: Profile, command: str) -> str:
+    """The command line that runs ``workings COMMAND`` for ``profile`` as it must be launched: alone,
+    under ``accelerate launch`` with the profile's number of processes, or with accelerate's FSDP config."""
+    if profile.training.fsdp:
+        return (f"accelerate launch --config_file {FSDP_CONFIG} --num_processes {profile.training.processes} "
+                f"-m workings {command} {profile_option(profile)}")
+    if profile.training.processes > 1:
+        return f"accelerate launch --num_processes {profile.training.processes} -m workings {command} {profile_option(profile)}"
+    return profile_command(profile, command)
