@@ -226,7 +226,7 @@ def test_results_table_has_a_row_per_benchmark_and_model_with_intervals():
     table = results_table(summarise_results(results))
     assert list(table.index) == [("b1", "base"), ("b1", "tuned")]
     assert table.loc[("b1", "tuned"), "accuracy % (95% CI)"] == "75.0 (30.1–95.4)"
-    assert table.loc[("b1", "base"), "accuracy_when_strict % (95% CI)"] == "–"
+    assert table.loc[("b1", "base"), "accuracy when strict % (95% CI)"] == "–"
 
 
 def test_comparison_table_reports_paired_counts_and_mcnemar():
@@ -396,5 +396,5 @@ def test_pipelines_are_each_paired_with_the_reference_on_every_benchmark_and_lay
     assert table.loc[("SFT + DPO", "sums"), "McNemar p"] == "0.062"  # 5 discordant, all one way: 2 x 0.5^5
     assert table.loc[("SFT + DPO", "sums (seed)"), "accuracy, SFT to this (%)"] == "0.0 to 20.0"
     layouts = layout_table(comparison.layouts)
-    assert layouts.loc[("seed", "SFT + DPO"), "strict_format % (95% CI)"].startswith("50.0 (")
+    assert layouts.loc[("seed", "SFT + DPO"), "strict format % (95% CI)"].startswith("50.0 (")
     assert layouts.loc[("project", "SFT"), "accuracy % (95% CI)"].startswith("40.0 (")

@@ -141,6 +141,10 @@ def memory_table(estimates: Sequence[Any], limits: Mapping[str, float | None] | 
 # --- the training run ------------------------------------------------------------------
 
 RATES = ("strict_format", "lenient_format", "accuracy", "accuracy_when_strict", "last_number_accuracy", "truncated")
+# How a rate is named in a table a reader reads (results.csv keeps the names a program reads).
+RATE_LABELS = {"strict_format": "strict format", "lenient_format": "lenient format", "accuracy": "accuracy",
+               "accuracy_when_strict": "accuracy when strict", "last_number_accuracy": "accuracy by last number",
+               "truncated": "cut at the limit"}
 
 
 def rate_with_ci(summary: Mapping[str, float], rate: str) -> str:
@@ -158,7 +162,7 @@ def metrics_table(results: Mapping[str, Mapping[str, float]], rates: Sequence[st
     rows = {}
     for name, summary in results.items():
         row: dict[str, Any] = {"n": int(summary["n"]), "graded": int(summary.get("graded", summary["n"]))}
-        row.update({f"{rate} % (95% CI)": rate_with_ci(summary, rate) for rate in rates})
+        row.update({f"{RATE_LABELS.get(rate, rate)} % (95% CI)": rate_with_ci(summary, rate) for rate in rates})
         if lengths:
             row["mean new tokens"] = round(summary["mean_new_tokens"], 1)
             for key in ("p50", "p90"):
