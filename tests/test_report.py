@@ -44,6 +44,12 @@ def test_length_histogram_has_one_panel_per_source_with_rows():
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["a (n=2)", "c (n=1)"]
 
 
+def test_length_histogram_puts_sources_of_a_few_rows_in_one_panel_and_no_title_widens_it():
+    fig = length_histogram({"a": list(range(30)), "b": [1, 2], "c": [5], "d": [7, 8]}, 50, min_rows=20)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["a (n=30)", "3 other sources (n=5)"]
+    assert fig._suptitle is None
+
+
 def test_label_names_profile_model_and_sources():
     assert label(load_profile("demo")).startswith("profile `demo` · model `tiny` · data: synthetic, gsm8k")
 
@@ -365,9 +371,23 @@ def test_grpo_curves_plot_every_logged_reward_and_say_when_there_is_no_kl():
         {"step": s, "rewards/correctness/mean": 0.1 * s, "rewards/strict_format/mean": 1.0, "frac_reward_zero_std": 0.5,
          "completions/mean_length": 20 + s, "completions/clipped_ratio": 0.0, "entropy": 0.2} for s in (1, 2, 3)]}
     fig = grpo_curves(state, ["correctness", "strict_format", "shown_work"], "run")
-    reward_ax, zero_ax, length_ax, drift_ax = fig.axes[:4]
+    reward_ax, length_ax, drift_ax, gone = fig.axes[:4]
     assert [line.get_label() for line in reward_ax.get_lines()] == ["correctness", "strict_format"]
-    assert drift_ax.get_ylabel() == "entropy" and zero_ax.get_ylim() == (0, 1)
+    assert length_ax.get_ylabel() == "completion tokens (mean)" and not gone.get_visible()
+    # a panel whose value never changed is left out, its value said in the title
+    assert fig._suptitle.get_text() == ("run; constant: groups with equal rewards 0.5 at every step; "
+                                        "entropy 0.2 at every step")
+
+
+def test_grpo_curves_keep_the_panel_of_a_value_that_changed():
+    from workings.report.figures import grpo_curves
+
+    state = {"log_history": [{"step": s, "rewards/correctness/mean": 0.1 * s, "frac_reward_zero_std": 0.2 * s,
+                              "completions/mean_length": 20 + s, "kl": 0.01 * s} for s in (1, 2, 3)]}
+    fig = grpo_curves(state, ["correctness"], "run")
+    assert [ax.get_ylabel() for ax in fig.axes[:4]] == ["reward (mean of the step)", "groups with equal rewards",
+                                                         "completion tokens (mean)", "kl"]
+    assert fig.axes[1].get_ylim() == (0, 1) and fig._suptitle.get_text() == "run"
 
 
 @pytest.mark.parametrize("module", ["workings.report.tables", "workings.train.grpo"])
@@ -398,3 +418,15 @@ def test_pipelines_are_each_paired_with_the_reference_on_every_benchmark_and_lay
     layouts = layout_table(comparison.layouts)
     assert layouts.loc[("seed", "SFT + DPO"), "strict format % (95% CI)"].startswith("50.0 (")
     assert layouts.loc[("project", "SFT"), "accuracy % (95% CI)"].startswith("40.0 (")
+
+
+def test_length_distributions_end_at_the_99th_percentile_and_say_how_many_lie_beyond():
+    from workings.report.figures import length_distributions
+
+    replies = [reply(i, correct=True) for i in range(200)]
+    for i, s in enumerate(replies):
+        s.new_tokens = 250 if i < 2 else 20 + i % 20  # two replies ran to the limit
+    fig = length_distributions({"tuned": {"b": replies}}, "lengths")
+    reply_ax = fig.axes[0]
+    assert reply_ax.get_xlim()[1] < 60
+    assert reply_ax.get_xlabel() == f"reply length (new tokens)\n2 longer beyond {reply_ax.get_xlim()[1]:.0f}, not shown"
