@@ -45,8 +45,11 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def label(profile: Profile) -> str:
-    """One line naming what produced a result: profile, model and data sources."""
+def label(profile: Profile, data: bool = True) -> str:
+    """One line naming what produced a result: profile, model and data sources. A chapter prints it
+    whole at its top; its captions name profile and model only (``data=False``), the data being that line's."""
+    if not data:
+        return f"profile `{profile.name}` · model `{profile.model.id}`"
     sources = ", ".join(s.name for s in profile.data.sources)
     return f"profile `{profile.name}` · model `{profile.model.id}` · data: {sources}"
 
