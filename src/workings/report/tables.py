@@ -385,8 +385,8 @@ def headline_table(summaries: Mapping[tuple[str, str], Mapping[str, float]],
 
 def fair_headline(summaries: Mapping[tuple[str, str], Mapping[str, float]], models: Sequence[str],
                   format_blind: Sequence[str] = ("base",), min_questions: int = 30) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The headline: one row per graded benchmark of at least ``min_questions`` questions, the strict
-    format and accuracy of each model in percent with 95% intervals; a model in ``format_blind`` (the
+    """The headline: one row per graded benchmark of at least ``min_questions`` questions and model,
+    the strict format and accuracy in percent with 95% intervals; a model in ``format_blind`` (the
     base, which never writes the tags) is read by the last number of its reply, its fairest reading.
     Returns the table and the benchmarks left out as too small to say anything, with their sizes.
 
@@ -394,7 +394,7 @@ def fair_headline(summaries: Mapping[tuple[str, str], Mapping[str, float]], mode
     ...      "accuracy": 0.0, "accuracy_lo": 0.0, "accuracy_hi": 0.013, "last_number_accuracy": 0.2,
     ...      "last_number_accuracy_lo": 0.16, "last_number_accuracy_hi": 0.25}
     >>> table, small = fair_headline({("sums", "base"): s, ("tiny", "base"): {**s, "n": 4, "graded": 4}}, ["base"])
-    >>> table.loc["sums", "accuracy, base (last number)"], small
+    >>> table.loc[("sums", "base (by its last number)"), "accuracy % (95% CI)"], small
     ('20.0 (16.0–25.0)', {'tiny': 4})
     """
     benches = list(dict.fromkeys(b for b, _ in summaries))
@@ -406,15 +406,16 @@ def fair_headline(summaries: Mapping[tuple[str, str], Mapping[str, float]], mode
             if graded:
                 small[bench] = graded
             continue
-        row: dict[str, Any] = {"questions": graded}
-        for model in models:
-            row[f"strict format, {model}"] = rate_with_ci(summaries[(bench, model)], "strict_format")
         for model in models:
             blind = model in format_blind
-            rate = "last_number_accuracy" if blind else "accuracy"
-            row[f"accuracy, {model}{' (last number)' if blind else ''}"] = rate_with_ci(summaries[(bench, model)], rate)
-        rows[bench] = row
-    return pd.DataFrame(rows).T.rename_axis("benchmark"), small
+            summary = summaries[(bench, model)]
+            rows[(bench, f"{model} (by its last number)" if blind else model)] = {
+                "questions": graded, "strict format % (95% CI)": rate_with_ci(summary, "strict_format"),
+                "accuracy % (95% CI)": rate_with_ci(summary, "last_number_accuracy" if blind else "accuracy")}
+    table = pd.DataFrame(rows).T
+    if rows:
+        table.index = pd.MultiIndex.from_tuples(list(rows), names=["benchmark", "model"])
+    return table, small
 
 
 def run_cost_table(summary: Mapping[str, Any]) -> pd.DataFrame:
