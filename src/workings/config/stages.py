@@ -43,10 +43,6 @@ class Stage:
         """This stage's TRL config for ``profile``: its section over the project's defaults, then ``fixed``."""
         return getattr(profile, self.config)(**fixed)
 
-    def options(self, profile: Profile) -> dict[str, Any]:
-        """The profile's own section for this stage, as written."""
-        return dict(getattr(profile, self.name))
-
     def implementation(self) -> Any:
         """The module that trains it (imported when first asked: stages load only what they use)."""
         return importlib.import_module(self.module)

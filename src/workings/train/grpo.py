@@ -30,8 +30,8 @@ from workings.evaluation.generate import SamplingConfig, generate, nucleus_sampl
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.prompts import candidate_prompts
 from workings.train.runs import (StageRun, TrainResult, adapter_dtype_on_save, check_environment, divergence_guard,
-                                 continued_policy, keep_adapter_dtypes_on_resume, made_once, run_processes, run_seconds,
-                                 run_stage, start_adapter, train_profile_stage)
+                                 continued_policy, keep_adapter_dtypes_on_resume, made_once, options_list, origin_stage,
+                                 run_processes, run_seconds, run_stage, start_adapter, train_profile_stage)
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def grpo_run_card(profile: Profile, summary: dict[str, Any]) -> str:
     table = ("\n\n| layout | kept | never solved | always solved |\n| --- | --- | --- | --- |\n" + by_layout) if by_layout else ""
     rewards = "\n".join(f"| {name} | {summary['rewards_first_logged'][name]:.3f} | {value:.3f} |"
                          for name, value in summary["rewards_last_logged"].items())
-    options = "\n".join(f"- `{k}`: {v}" for k, v in sorted(profile.grpo.items()))
+    options = options_list(profile.grpo)
     return f"""# GRPO run of profile `{profile.name}`
 
 LoRA adapter (`adapter/`) for `{profile.model.id}`, trained by workings with TRL's `GRPOTrainer` from the
@@ -298,7 +298,7 @@ def result_line(result: TrainResult) -> str:
 def describe(profile: Profile, run: dict[str, Any], before: dict[str, Any] | None) -> str:
     """The GRPO paragraph of an export's card, from the run's ``run.json`` (and the one it started from)."""
     started = run.get("started_from") or {}
-    origin = (before.get("stage") or "sft") if before else (started.get("stage") or "earlier")
+    origin = origin_stage(run, before)
     prompts = run.get("prompts") or {}
     chosen = (f"{prompts['kept']} prompts kept of {prompts['candidates']} candidates (those its starting model "
               f"solved in some but not all of {prompts['samples']} samples)" if prompts.get("samples") else
@@ -306,7 +306,7 @@ def describe(profile: Profile, run: dict[str, Any], before: dict[str, Any] | Non
     rewards = "\n".join(f"| {name} | {run['rewards_first_logged'][name]:.3f} | {value:.3f} |"
                         for name, value in (run.get("rewards_last_logged") or {}).items())
     table = f"\n\n| reward | first logged | last logged |\n| --- | --- | --- |\n{rewards}" if rewards else ""
-    options = "\n".join(f"- `{key}`: {value}" for key, value in sorted((run.get("grpo") or profile.grpo).items()))
+    options = options_list(run.get("grpo") or profile.grpo)
     return f"""GRPO with TRL's `GRPOTrainer`, continuing the adapter of the {origin} stage (weights digest
 {started.get('digest', 'not recorded')}): {run['steps']:,} steps of {run['max_steps']:,} on {chosen}, rewarded by
 programs that check the reply: {', '.join((run.get('reinforcement') or {}).get('rewards', profile.reinforcement.rewards))}.

@@ -26,19 +26,22 @@ from pathlib import Path
 from typing import Any
 
 from workings.config.schema import Profile, ProfileError
+from workings.config.stages import stage_of_command
 from workings.core.chat import END_OF_TURN
 from workings.core.rewards import correctness, strict_format
 from workings.evaluation.generate import SamplingConfig, generate
 from workings.models.loading import renamed_checkpointing_attribute_quiet
 from workings.train.prompts import candidate_prompts
 from workings.train.runs import (StageRun, TrainResult, adapter_dtype_on_save, check_environment, divergence_guard,
-                                 continued_policy, keep_adapter_dtypes_on_resume, made_once, run_processes, run_seconds,
-                                 run_stage, start_adapter)
+                                 continued_policy, keep_adapter_dtypes_on_resume, made_once, options_list, origin_stage,
+                                 run_processes, run_seconds, run_stage, start_adapter)
 
 log = logging.getLogger(__name__)
 
 PAIRS_FILE, PAIRS_REPORT = "pairs.jsonl", "pairs.json"  # the pairs trained on, and how they were made
 NO_CHOSEN, NO_REJECTED = "no reply right and strict", "every reply right and strict"
+GOLD = "pairs with the worked solution chosen"
+PAIR_COUNTS = ("prompts", "pairs", GOLD, NO_CHOSEN, NO_REJECTED)  # the pairs report's counts per source and layout
 
 
 def preference_pairs(candidates: Sequence[dict[str, Any]], replies: Sequence[Sequence[dict[str, Any]]],
@@ -75,7 +78,7 @@ def preference_pairs(candidates: Sequence[dict[str, Any]], replies: Sequence[Seq
                           "chosen": good + END_OF_TURN, "rejected": bad + END_OF_TURN, "chosen_from": origin})
         tally["pairs"] += len(made)
         if origin == "gold":
-            tally["pairs with the worked solution chosen"] += len(made)
+            tally[GOLD] += len(made)
     report = {"candidates": len(candidates), "pairs": len(pairs),
               "by_source_layout": {key: {k: v for k, v in tally.items() if v} for key, tally in counts.items()}}
     return pairs, report
@@ -205,7 +208,7 @@ def train(profile: Profile, mix_dir: str | Path, out_dir: str | Path, start_from
     else ``dpo``) on ``start_from`` (default: the adapter of the stage before it in the chain);
     checkpoints, logs, ``pairs.jsonl`` and ``adapter/`` to ``out_dir``, by every stage's run folder rules."""
     if stage is None:
-        stage = next((s for s in profile.training.stages if s in ("dpo", "simpo")), "dpo")
+        stage = stage_of_command(profile, "prefer").name
     adapter = Path(start_from) if start_from is not None else start_adapter(profile, stage)
     if adapter is None:
         raise ProfileError(f"{profile.path or profile.name}: training.stages: {stage} has no stage before it")
@@ -260,27 +263,26 @@ def pairs_frame(report: dict[str, Any]) -> Any:
     and why a prompt made none."""
     import pandas as pd
 
-    columns = ("prompts", "pairs", "pairs with the worked solution chosen", NO_CHOSEN, NO_REJECTED)
-    rows = {key: {c: counts.get(c, 0) for c in columns} for key, counts in (report.get("by_source_layout") or {}).items()}
-    table = pd.DataFrame(rows, index=list(columns)).T
-    if not any(r["pairs with the worked solution chosen"] for r in rows.values()):
-        table = table.drop(columns=["pairs with the worked solution chosen"])
+    rows = {key: {c: counts.get(c, 0) for c in PAIR_COUNTS} for key, counts in (report.get("by_source_layout") or {}).items()}
+    table = pd.DataFrame(rows, index=list(PAIR_COUNTS)).T
+    if not any(r[GOLD] for r in rows.values()):
+        table = table.drop(columns=[GOLD])
     table.index.name = "source / layout"
     return table
 
 
 def _pairs_table(report: dict[str, Any]) -> str:
-    reasons = ("prompts", "pairs", "pairs with the worked solution chosen", NO_CHOSEN, NO_REJECTED)
-    rows = "\n".join(f"| {key} | " + " | ".join(str(c.get(r, 0)) for r in reasons) + " |"
+    rows = "\n".join(f"| {key} | " + " | ".join(str(c.get(r, 0)) for r in PAIR_COUNTS) + " |"
                      for key, c in (report.get("by_source_layout") or {}).items())
-    return ("| source/layout | " + " | ".join(reasons) + " |\n|" + " --- |" * (len(reasons) + 1) + "\n" + rows) if rows else ""
+    head = "| source/layout | " + " | ".join(PAIR_COUNTS) + " |\n|" + " --- |" * (len(PAIR_COUNTS) + 1)
+    return f"{head}\n{rows}" if rows else ""
 
 
 def describe(profile: Profile, run: dict[str, Any], before: dict[str, Any] | None) -> str:
     """The paragraph of an export's card on this stage, from its ``run.json``."""
     stage = run.get("stage", "dpo")
     started = run.get("started_from") or {}
-    origin = (before.get("stage") or "sft") if before else (started.get("stage") or "earlier")
+    origin = origin_stage(run, before)
     pairs = run.get("pairs") or {}
     loss = (run.get("dpo") or {}).get("loss_type", "sigmoid")
     method = ("SimPO (TRL's `CPOTrainer`, `loss_type: simpo`)" if stage == "simpo" else
@@ -289,7 +291,7 @@ def describe(profile: Profile, run: dict[str, Any], before: dict[str, Any] | Non
     progress = (f" Loss {first['loss']:.3f} -> {last['loss']:.3f}; reward margin {first['reward_margin']:.3f} -> "
                 f"{last['reward_margin']:.3f}; pairs ranked right {first['reward_accuracy']:.2f} -> "
                 f"{last['reward_accuracy']:.2f} (first and last logged step)." if first and last else "")
-    options = "\n".join(f"- `{key}`: {value}" for key, value in sorted((run.get(stage) or getattr(profile, stage)).items()))
+    options = options_list(run.get(stage) or getattr(profile, stage))
     return f"""{method}, continuing the adapter of the {origin} stage (weights digest
 {started.get('digest', 'not recorded')}): {run['steps']:,} steps on {pairs.get('pairs', 0)} pairs of its own sampled
 replies ({pairs.get('samples', '?')} per prompt of {pairs.get('candidates', '?')}), a reply right and in the strict format

@@ -705,6 +705,19 @@ def run_stage(profile: Profile, stage: str, mix_dir: str | Path, out_dir: str | 
     return TrainResult(out_dir, out_dir / "adapter", state.global_step, summary["seconds"], state.log_history, summary)
 
 
+def options_list(options: dict[str, Any]) -> str:
+    """A stage's trainer options as a Markdown list, by name, for run and export cards."""
+    return "\n".join(f"- `{key}`: {value}" for key, value in sorted(options.items()))
+
+
+def origin_stage(run: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """The stage a run continued, for a card: that of the run before it in the exported chain (its
+    ``run.json``), else the one its own ``started_from`` records."""
+    if before:
+        return before.get("stage") or "sft"
+    return (run.get("started_from") or {}).get("stage") or "earlier"
+
+
 def run_seconds(summary: dict[str, Any]) -> str:
     """A run's time for a result line: the whole run's, or this session's where earlier sessions were not timed."""
     if summary.get("seconds") is not None:
@@ -771,7 +784,7 @@ def path_adapter(profile: Profile, path: Sequence[str], *, progress: bool = True
     layout = run_layout(profile)
     start = path_adapter(profile, path[:-1], progress=progress) if len(path) > 1 else None
     if layout.finished(path):
-        started = _run_summary(layout.stage(path)).get("started_from") or {}
+        started = layout.summary(path).get("started_from") or {}
         if start is None or started.get("digest") == file_digest(start / "adapter_model.safetensors"):
             return layout.adapter(path)
     out_dir = layout.stage(path)

@@ -20,7 +20,7 @@ from typing import Any
 from workings.config.schema import Profile, ProfileError
 from workings.core.chat import END_OF_TURN, tokenizer_adds_bos
 from workings.train.runs import (StageRun, TrainResult, adapter_dtype_on_save, check_environment, check_loss, check_mix,
-                                 divergence_guard, keep_adapter_dtypes_on_resume, run_seconds, run_stage,
+                                 divergence_guard, keep_adapter_dtypes_on_resume, options_list, run_seconds, run_stage,
                                  train_profile_stage, whole_run_loss)
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def run_card(profile: Profile, summary: dict[str, Any], mix_dir: str | Path) -> 
     q = profile.quantization
     base = f"{q.bits}-bit {q.quant_type}{' (double quantization)' if q.double_quant else ''}" if q else profile.model.dtype
     rows = "\n".join(f"| {name} | {s['train_rows']} | {s['heldout']} |" for name, s in sources.items())
-    options = "\n".join(f"- `{k}`: {v}" for k, v in sorted(profile.sft.items()))
+    options = options_list(profile.sft)
     eval_loss = summary["final_eval_loss"]
     return f"""# SFT run of profile `{profile.name}`
 
@@ -227,7 +227,7 @@ def result_line(result: TrainResult) -> str:
 
 def describe(profile: Profile, run: dict[str, Any], before: dict[str, Any] | None) -> str:
     """The SFT paragraph of an export's card, from the run's ``run.json``."""
-    options = "\n".join(f"- `{key}`: {value}" for key, value in sorted((run.get("sft") or profile.sft).items()))
+    options = options_list(run.get("sft") or profile.sft)
     q = profile.quantization
     base = f"{q.bits}-bit {q.quant_type}{' with double quantization' if q.double_quant else ''}" if q else profile.model.dtype
     return f"""QLoRA SFT with TRL's `SFTTrainer`: the base frozen in {base}, LoRA r={profile.lora.r},
